@@ -1,0 +1,1 @@
+"""The nightshift job runtime and its built-in jobs."""
