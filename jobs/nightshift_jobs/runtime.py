@@ -211,15 +211,23 @@ def build_result(
     }
     if _size(result) <= TERMINATION_LIMIT:
         return result
-    overflow = _size(result) - TERMINATION_LIMIT
-    encoded = message.encode("utf-8")
-    keep = max(0, len(encoded) - overflow - 16)
-    result["message"] = encoded[:keep].decode("utf-8", errors="ignore") + "…"
+    # message first (down to 1 KiB), then counts, then the rest of the message
+    result["message"] = _shrink(message, _size(result) - TERMINATION_LIMIT, floor=1024)
     while _size(result) > TERMINATION_LIMIT and result["counts"]:
         result["counts"].pop(sorted(result["counts"])[-1])
-    if _size(result) > TERMINATION_LIMIT:  # pathological: message of escapes
-        result["message"] = "result too large; see the job's log"
+    while _size(result) > TERMINATION_LIMIT and len(result["message"]) > 1:
+        # escapes (quotes, control characters) take 2-6 bytes each, so shrink until it fits
+        result["message"] = _shrink(result["message"], _size(result) - TERMINATION_LIMIT + 64, floor=0)
     return result
+
+
+def _shrink(message: str, overflow: int, *, floor: int) -> str:
+    """Cut `overflow` bytes (plus room for the ellipsis) off the end, keeping at least `floor` bytes."""
+    encoded = message.encode("utf-8")
+    keep = max(min(floor, len(encoded)), len(encoded) - overflow - 8)
+    if keep >= len(encoded):
+        return message
+    return encoded[:keep].decode("utf-8", errors="ignore") + "…"
 
 
 def _size(result: Mapping[str, Any]) -> int:

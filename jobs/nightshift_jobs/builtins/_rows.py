@@ -38,7 +38,8 @@ def condition(p: AgedRowsParams) -> sql.Composable:
     """`ts < %(cutoff)s [AND (where)]` with the column quoted."""
     cond: sql.Composable = sql.SQL("{} < %(cutoff)s").format(sql.Identifier(p.timestamp_column))
     if p.where:
-        cond = sql.SQL("{} AND ({})").format(cond, sql.SQL(p.where))
+        # `%` would be read as a placeholder: the statement is sent with parameters
+        cond = sql.SQL("{} AND ({})").format(cond, sql.SQL(p.where.replace("%", "%%")))
     return cond
 
 

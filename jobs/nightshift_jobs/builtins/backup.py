@@ -109,7 +109,7 @@ def _table_arg(schema: str, table: str) -> str:
 def _prune(ctx: JobContext, root: Path, prefix: str, keep: timedelta, current: str) -> int:
     """Delete finished backups older than keepDays (by the time in their name) and day-old partials."""
     now = datetime.now(UTC)
-    pattern = re.compile(rf"^(\.partial-)?{re.escape(prefix)}-(\d{{8}}T\d{{6}}Z)$")
+    pattern = re.compile(rf"^(\.partial-)?{re.escape(prefix)}-(\d{{8}}T\d{{6}}Z)(-\d+)?$")
     pruned = 0
     for entry in sorted(root.iterdir()):
         match = pattern.match(entry.name)
@@ -180,6 +180,10 @@ def run(ctx: JobContext, p: BackupParams) -> Counts:
         dbname = str(row[0]) if row else "db"
         prefix = p.prefix or dbname
         name = f"{prefix}-{datetime.now(UTC).strftime(_STAMP)}"
+        for n in range(1, 100):  # two runs within one second get distinct names
+            if not (root / name).exists() and not (root / f".partial-{name}").exists():
+                break
+            name = f"{prefix}-{datetime.now(UTC).strftime(_STAMP)}-{n}"
         if ctx.dry_run:
             with db.connect(ctx, p) as conn:
                 tables = resolve(conn, p.tables, p.schemas)
