@@ -1,0 +1,1 @@
+"""Test and demo tooling: a real control plane as local processes, a local node, PostgreSQL."""

@@ -1,0 +1,428 @@
+"""A real Kubernetes control plane as local processes, for tests and `make run` (test and demo tooling).
+
+No Docker engine runs on these machines, so kind cannot help; instead this starts what envtest and
+kwokctl start: etcd, kube-apiserver, kube-controller-manager (the real Job, CronJob and garbage
+collector controllers), kube-scheduler, KWOK for fake nodes at scale, and the local node of
+`nightshift.testing.localnode` that runs pods as local processes. Every child gets PDEATHSIG, so a
+killed test run cannot leave them behind.
+
+    python -m nightshift.testing.cluster up --dir .cluster     # foreground; Ctrl-C stops it
+    python -m nightshift.testing.cluster down --dir .cluster
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import ctypes
+import datetime as dt
+import ipaddress
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import FrameType
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+LOCAL_NODE = "nightshift-local"
+KWOK_NODE = "kwok-node-0"
+KWOK_TAINT_KEY = "kwok.x-k8s.io/node"
+CONTROLLERS = ",".join(
+    [
+        "job-controller",
+        "cronjob-controller",
+        "garbage-collector-controller",
+        "ttl-after-finished-controller",
+        "namespace-controller",
+        "pod-garbage-collector-controller",
+        "serviceaccount-controller",
+    ]
+)
+
+
+def binaries_dir() -> Path:
+    """NIGHTSHIFT_BIN_DIR, else whatever hack/build-binaries.sh builds (it only builds what is missing)."""
+    env = os.environ.get("NIGHTSHIFT_BIN_DIR")
+    if env:
+        return Path(env)
+    out = subprocess.run(
+        ["bash", str(REPO_ROOT / "hack" / "build-binaries.sh")], check=True, stdout=subprocess.PIPE, text=True
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _pem_cert(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+
+
+def _issue(
+    subject: x509.Name,
+    key: rsa.RSAPrivateKey,
+    issuer: x509.Name,
+    issuer_key: rsa.RSAPrivateKey,
+    *,
+    ca: bool = False,
+    sans: list[x509.GeneralName] | None = None,
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def write_certs(pki: Path) -> None:
+    """One CA; a serving cert for loopback; an admin client cert in system:masters; an SA key pair."""
+    pki.mkdir(parents=True, exist_ok=True)
+
+    def key() -> rsa.RSAPrivateKey:
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    ca_key = key()
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nightshift-test-ca")])
+    ca = _issue(ca_name, ca_key, ca_name, ca_key, ca=True)
+    srv_key = key()
+    sans: list[x509.GeneralName] = [
+        x509.DNSName("localhost"),
+        x509.DNSName("kubernetes.default.svc"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+    ]
+    srv = _issue(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]), srv_key, ca_name, ca_key,
+                 sans=sans)
+    adm_key = key()
+    adm_name = x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"), x509.NameAttribute(NameOID.COMMON_NAME, "admin")]
+    )
+    adm = _issue(adm_name, adm_key, ca_name, ca_key, sans=[x509.DNSName("admin")])
+    sa_key = key()
+    files = {
+        "ca.crt": _pem_cert(ca),
+        "ca.key": _pem_key(ca_key),
+        "server.crt": _pem_cert(srv),
+        "server.key": _pem_key(srv_key),
+        "admin.crt": _pem_cert(adm),
+        "admin.key": _pem_key(adm_key),
+        "sa.key": _pem_key(sa_key),
+        "sa.pub": sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    }
+    for name, data in files.items():
+        (pki / name).write_bytes(data)
+        (pki / name).chmod(0o600)
+
+
+def kubeconfig_text(server: str, pki: Path) -> str:
+    def b64(name: str) -> str:
+        return base64.b64encode((pki / name).read_bytes()).decode()
+
+    return yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "nightshift", "cluster": {"server": server, "certificate-authority-data": b64("ca.crt")}}],
+            "users": [{"name": "admin", "user": {"client-certificate-data": b64("admin.crt"),
+                                                 "client-key-data": b64("admin.key")}}],
+            "contexts": [{"name": "nightshift", "context": {"cluster": "nightshift", "user": "admin"}}],
+            "current-context": "nightshift",
+        }
+    )
+
+
+class ControlPlane:
+    """Starts and stops the processes; all state lives under `workdir`."""
+
+    def __init__(self, workdir: Path, *, bin_dir: Path | None = None, local_node: bool = True, kwok: bool = True,
+                 quiet: bool = False) -> None:
+        self.workdir = workdir.resolve()
+        self.bin_dir = bin_dir
+        self.with_local_node = local_node
+        self.with_kwok = kwok
+        self.quiet = quiet
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.kubeconfig = self.workdir / "kubeconfig"
+        self.logs = self.workdir / "logs"
+        self.server = ""
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        t0 = time.monotonic()
+        if self.bin_dir is None:
+            self.bin_dir = binaries_dir()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        pki = self.workdir / "pki"
+        write_certs(pki)
+        etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
+        self.server = f"https://127.0.0.1:{api_port}"
+        data = self.workdir / "etcd"
+        self._spawn(
+            "etcd",
+            [
+                "etcd", "--name=nightshift", f"--data-dir={data}", "--unsafe-no-fsync",
+                f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-cluster=nightshift=http://127.0.0.1:{peer_port}",
+                "--listen-metrics-urls=", "--log-level=warn",
+            ],
+        )
+        self._spawn(
+            "kube-apiserver",
+            [
+                "kube-apiserver", f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
+                f"--cert-dir={self.workdir / 'apiserver-certs'}",
+                f"--tls-cert-file={pki / 'server.crt'}", f"--tls-private-key-file={pki / 'server.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                f"--kubelet-client-certificate={pki / 'admin.crt'}", f"--kubelet-client-key={pki / 'admin.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--service-cluster-ip-range=10.0.0.0/24", "--authorization-mode=Node,RBAC",
+                "--allow-privileged=true",
+                "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
+                "--kubelet-preferred-address-types=InternalIP", "--endpoint-reconciler-type=none",
+                "--v=0",
+            ],
+        )
+        self._wait_ready(pki)
+        self.kubeconfig.write_text(kubeconfig_text(self.server, pki))
+        self.kubeconfig.chmod(0o600)
+        common = [f"--kubeconfig={self.kubeconfig}", "--leader-elect=false", "--secure-port=0", "--v=0"]
+        self._spawn(
+            "kube-controller-manager",
+            ["kube-controller-manager", *common, f"--controllers={CONTROLLERS}",
+             "--use-service-account-credentials=false", "--concurrent-job-syncs=10", "--concurrent-cron-job-syncs=10"],
+        )
+        self._spawn("kube-scheduler", ["kube-scheduler", *common])
+        if self.with_kwok:
+            self._start_kwok()
+        if self.with_local_node:
+            self._spawn(
+                "localnode",
+                [sys.executable, "-m", "nightshift.testing.localnode", f"--kubeconfig={self.kubeconfig}",
+                 f"--name={LOCAL_NODE}", f"--workdir={self.workdir / 'localnode'}", f"--ca-dir={pki}"],
+                absolute=True,
+            )
+        self._wait_nodes()
+        (self.workdir / "ready").write_text(json.dumps({"server": self.server, "pid": os.getpid()}))
+        self._say(f"control plane ready at {self.server} in {time.monotonic() - t0:.1f}s; KUBECONFIG={self.kubeconfig}")
+
+    def stop(self) -> None:
+        for name in reversed(list(self.procs)):
+            proc = self.procs[name]
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 10
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+        with contextlib.suppress(FileNotFoundError):
+            (self.workdir / "ready").unlink()
+
+    def __enter__(self) -> ControlPlane:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.logs / name}.log")
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _say(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"[cluster] {msg}", file=sys.stderr, flush=True)
+
+    def _spawn(self, name: str, argv: list[str], *, absolute: bool = False) -> None:
+        assert self.bin_dir is not None
+        if not absolute:
+            argv = [str(self.bin_dir / argv[0]), *argv[1:]]
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        self.procs[name] = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            preexec_fn=_die_with_parent, cwd=self.workdir,
+        )
+        log.close()
+        self._say(f"started {name} (pid {self.procs[name].pid})")
+
+    def _wait_ready(self, pki: Path, timeout: float = 90) -> None:
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            try:
+                with urllib.request.urlopen(f"{self.server}/readyz", context=ctx, timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"kube-apiserver not ready after {timeout}s; see {self.logs}")
+            time.sleep(0.3)
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        assert self.bin_dir is not None
+        out = subprocess.run(
+            [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
+            input=input, capture_output=True, text=True, check=False,
+        )
+        if check and out.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {out.stderr.strip()}")
+        return out.stdout
+
+    def _start_kwok(self) -> None:
+        stages = Path(__file__).with_name("kwok-stages.yaml")
+        self._spawn(
+            "kwok",
+            ["kwok", f"--kubeconfig={self.kubeconfig}", "--manage-all-nodes=false",
+             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+             f"--config={stages}", "--server-address=127.0.0.1:0", "--node-lease-duration-seconds=0"],
+        )
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": KWOK_NODE,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {"type": "kwok", "kubernetes.io/hostname": KWOK_NODE},
+            },
+            "spec": {"taints": [{"key": KWOK_TAINT_KEY, "value": "fake", "effect": "NoSchedule"}]},
+        }
+        self.kubectl("apply", "-f", "-", input=json.dumps(node))
+
+    def _wait_nodes(self, timeout: float = 60) -> None:
+        want = ([LOCAL_NODE] if self.with_local_node else []) + ([KWOK_NODE] if self.with_kwok else [])
+        deadline = time.monotonic() + timeout
+        while want:
+            self.check_alive()
+            out = json.loads(self.kubectl("get", "nodes", "-o", "json"))
+            ready = {
+                n["metadata"]["name"]
+                for n in out["items"]
+                if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
+            }
+            if all(w in ready for w in want):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nodes {want} not ready (ready: {sorted(ready)}); see {self.logs}")
+            time.sleep(0.5)
+
+
+def kwok_pod_template() -> dict[str, object]:
+    """Pod-spec fields that send a pod to the KWOK node instead of the local one."""
+    return {
+        "nodeSelector": {"type": "kwok"},
+        "tolerations": [{"key": KWOK_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+    }
+
+
+def _up(workdir: Path) -> int:
+    cp = ControlPlane(workdir)
+    stop = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    (workdir / "pid").parent.mkdir(parents=True, exist_ok=True)
+    (workdir / "pid").write_text(str(os.getpid()))
+    try:
+        cp.start()
+        while not stop:
+            cp.check_alive()
+            time.sleep(1)
+    finally:
+        cp.stop()
+        with contextlib.suppress(FileNotFoundError):
+            (workdir / "pid").unlink()
+    return 0
+
+
+def _down(workdir: Path) -> int:
+    pid_file = workdir / "pid"
+    if not pid_file.exists():
+        print("[cluster] not running", file=sys.stderr)
+        return 0
+    pid = int(pid_file.read_text())
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(150):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(FileNotFoundError):
+        pid_file.unlink()
+    print("[cluster] stopped", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m nightshift.testing.cluster", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["up", "down"])
+    p.add_argument("--dir", type=Path, default=REPO_ROOT / ".cluster")
+    args = p.parse_args(argv)
+    return _up(args.dir) if args.command == "up" else _down(args.dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

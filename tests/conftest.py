@@ -1,0 +1,72 @@
+"""Shared fixtures: one real control plane per test session, a fresh namespace per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nightshift.testing.cluster import ControlPlane
+
+
+class Kubectl:
+    """kubectl against the test cluster: the same tool users drive nightshift with."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+
+    def __call__(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        return self.cp.kubectl(*args, input=input, check=check)
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.cp.kubectl(*args, "-o", "json"))
+
+    def apply(self, obj: dict[str, Any] | str, *extra: str) -> str:
+        text = obj if isinstance(obj, str) else json.dumps(obj)
+        return self.cp.kubectl("apply", "-f", "-", *extra, input=text)
+
+    def run(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        assert self.cp.bin_dir is not None
+        return subprocess.run(
+            [str(self.cp.bin_dir / "kubectl"), f"--kubeconfig={self.cp.kubeconfig}", *args],
+            input=input, capture_output=True, text=True, check=False,
+        )
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.5, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    bin_dir = os.environ.get("NIGHTSHIFT_BIN_DIR")
+    cp = ControlPlane(tmp_path_factory.mktemp("cluster"), bin_dir=Path(bin_dir) if bin_dir else None, quiet=True)
+    with cp:
+        yield cp
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: ControlPlane) -> Kubectl:
+    return Kubectl(cluster)
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
