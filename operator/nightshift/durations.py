@@ -20,7 +20,7 @@ def seconds(text: str) -> float:
     return parse(text).total_seconds()
 
 
-def format(delta: dt.timedelta) -> str:  # noqa: A001 - the module is the namespace
+def format(delta: dt.timedelta) -> str:
     total = int(delta.total_seconds())
     if total <= 0:
         return "0s"

@@ -42,7 +42,8 @@ def _time_zone(value: str) -> str:
 
 
 Duration = Annotated[
-    str, Field(max_length=32, pattern=durations.PATTERN, examples=["90s", "5m", "1h30m", "7d"]),
+    str,
+    Field(max_length=32, pattern=durations.PATTERN, examples=["90s", "5m", "1h30m", "7d"]),
     AfterValidator(_duration),
 ]
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")]
@@ -50,8 +51,8 @@ Opaque = Annotated[dict[str, Any], Field(json_schema_extra={"x-kubernetes-preser
 StringMap = Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(max_length=64)]
 
 
-def _rule(rule: str, message: str, **extra: str) -> dict[str, str]:
-    return {"rule": rule, "message": message, **extra}
+def _rule(rule: str, message: str) -> Any:
+    return {"rule": rule, "message": message}
 
 
 class Model(BaseModel):
@@ -73,7 +74,9 @@ class Backoff(Model):
 
 
 class RetryPolicy(Model):
-    limit: int | None = Field(default=None, ge=0, le=20, description="Retries after the first attempt; default by priority.")
+    limit: int | None = Field(
+        default=None, ge=0, le=20, description="Retries after the first attempt; default by priority."
+    )
     backoff: Backoff = Backoff()
     non_retryable_exit_codes: list[Annotated[int, Field(ge=1, le=255)]] = Field(default=[64, 65, 78], max_length=32)
     retry_on_timeout: bool = True
@@ -91,7 +94,10 @@ class JobSource(Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 _rule("has(self.builtin) != has(self.image)", "set exactly one of job.builtin or job.image"),
-                _rule("!has(self.params) || has(self.builtin)", "job.params is for built-in jobs; use env or args"),
+                _rule(
+                    "!has(self.params) || has(self.builtin)",
+                    "job.params is for built-in jobs; use env or args",
+                ),
                 _rule("!has(self.command) || has(self.image)", "job.command needs job.image"),
             ]
         }
@@ -132,7 +138,9 @@ class BackgroundJobSpec(Model):
     )
 
     schedule: str | None = Field(
-        default=None, min_length=1, max_length=128,
+        default=None,
+        min_length=1,
+        max_length=128,
         description="5-field cron or a macro (@hourly, @daily, @weekly, @monthly, @yearly).",
     )
     every: Duration | None = Field(default=None, description="An interval that maps to cron: 5m, 2h, 1d.")
@@ -202,7 +210,9 @@ class RunSummary(Model):
 class BackgroundJobStatus(Model):
     observed_generation: int | None = None
     conditions: list[Condition] = Field(
-        default=[], max_length=16, json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+        default=[],
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     schedule: str | None = Field(default=None, max_length=256, description="The effective schedule, for people.")
     cron_job: str | None = Field(default=None, max_length=253)
@@ -225,13 +235,15 @@ class BackgroundJob(Model):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                _rule("self.metadata.name.size() <= 52",
-                      "metadata.name must be at most 52 characters: it names the CronJob"),
+                _rule(
+                    "self.metadata.name.size() <= 52",
+                    "metadata.name must be at most 52 characters: it names the CronJob",
+                ),
             ]
         }
     )
 
-    api_version: Literal["nightshift.dev/v1alpha1"] = API_VERSION
+    api_version: Literal["nightshift.dev/v1alpha1"] = "nightshift.dev/v1alpha1"
     kind: Literal["BackgroundJob"] = "BackgroundJob"
     metadata: Opaque = {}
     spec: BackgroundJobSpec
@@ -253,12 +265,14 @@ class BackgroundJobQueueStatus(Model):
     waiting: int = 0
     running: int = 0
     conditions: list[Condition] = Field(
-        default=[], max_length=8, json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+        default=[],
+        max_length=8,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
 
 
 class BackgroundJobQueue(Model):
-    api_version: Literal["nightshift.dev/v1alpha1"] = API_VERSION
+    api_version: Literal["nightshift.dev/v1alpha1"] = "nightshift.dev/v1alpha1"
     kind: Literal["BackgroundJobQueue"] = "BackgroundJobQueue"
     metadata: Opaque = {}
     spec: BackgroundJobQueueSpec = BackgroundJobQueueSpec()

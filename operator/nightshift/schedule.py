@@ -8,6 +8,7 @@ including across DST changes, so the operator's nextScheduleTime matches what th
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import zoneinfo
 from collections.abc import Iterator
 
@@ -41,7 +42,9 @@ def normalise(expr: str) -> str:
         raise ScheduleError("put the time zone in spec.timeZone, not in the schedule")
     fields = text.split(" ")
     if len(fields) != 5:
-        raise ScheduleError(f"schedule {expr!r} has {len(fields)} fields; a cron schedule has 5 (minute hour day month weekday)")
+        raise ScheduleError(
+            f"schedule {expr!r} has {len(fields)} fields; a cron schedule has 5 (minute hour day month weekday)"
+        )
     if not croniter.is_valid(text):
         raise ScheduleError(f"schedule {expr!r} is not a valid cron expression")
     return text
@@ -106,7 +109,9 @@ def latest_at_or_before(cron: str, tz: str, at: dt.datetime) -> dt.datetime:
     return result.astimezone(dt.UTC)
 
 
-def times_between(cron: str, tz: str, start: dt.datetime, end: dt.datetime, limit: int = 10000) -> Iterator[dt.datetime]:
+def times_between(
+    cron: str, tz: str, start: dt.datetime, end: dt.datetime, limit: int = 10000
+) -> Iterator[dt.datetime]:
     """Scheduled times in (start, end], in UTC, at most `limit` of them."""
     it = croniter(cron, start.astimezone(zone(tz)))
     for _ in range(limit):
@@ -124,3 +129,9 @@ def describe(schedule: str | None, every: str | None, at: dt.datetime | None) ->
     if at is not None:
         return f"at {at.astimezone(dt.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
     return "on demand"
+
+
+def max_interval(cron: str, tz: str, after: dt.datetime, samples: int = 16) -> float:
+    """The longest gap between consecutive scheduled times (seconds), e.g. a weekend for `0 9 * * 1-5`."""
+    times = list(times_between(cron, tz, after, after + dt.timedelta(days=400), limit=samples))
+    return max(((b - a).total_seconds() for a, b in itertools.pairwise(times)), default=0.0)

@@ -1,0 +1,216 @@
+"""Runs as seen in the Jobs that exist: parsing, grouping attempts into runs, and each run's state.
+
+A run is one scheduled or triggered execution; each attempt is its own Job. All of it is derived
+from Job labels, annotations and status (and the pod's termination state, copied into the view), so
+an operator restart recomputes the same picture.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from nightshift import names
+
+Obj = Mapping[str, Any]
+TERMINAL = ("Succeeded", "Failed", "Skipped", "Cancelled")
+
+
+def parse_time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class AttemptView:
+    """What the operator needs of one Job; small, so indexes stay small as Jobs grow."""
+
+    name: str
+    namespace: str
+    bgj: str
+    run: str
+    attempt: int
+    trigger: str
+    created: dt.datetime
+    scheduled: dt.datetime | None
+    not_before: dt.datetime | None
+    suspended: bool
+    started: dt.datetime | None
+    finished: dt.datetime | None
+    succeeded: bool
+    failed: bool
+    failure_reason: str | None  # Job condition reason: PodFailurePolicy, DeadlineExceeded, BackoffLimitExceeded
+    failure_message: str | None
+    outcome: str | None  # "Skipped: reason" / "Cancelled: reason" set by the operator
+    gate: str | None
+    priority: str
+    queue: str | None
+    params: Mapping[str, Any] | None
+    exit_code: int | None = None
+    message: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return not self.suspended and not self.finished and self.outcome is None
+
+    @property
+    def waiting(self) -> bool:
+        return self.suspended and not self.finished and self.outcome is None
+
+    @property
+    def time(self) -> dt.datetime:
+        return self.scheduled or self.created
+
+
+def attempt_view(job: Obj) -> AttemptView | None:
+    md = job.get("metadata", {})
+    labels = md.get("labels") or {}
+    ann = md.get("annotations") or {}
+    bgj = labels.get(names.LABEL_BGJ)
+    if not bgj:
+        return None
+    spec = job.get("spec") or {}
+    status = job.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    failed = conditions.get("Failed")
+    done = conditions.get("Complete") or failed
+    scheduled = parse_time(ann.get(names.ANN_SCHEDULED))
+    if scheduled is None and names.CRONJOB_SCHEDULED in ann:
+        scheduled = parse_time(ann[names.CRONJOB_SCHEDULED])
+    params = None
+    if names.ANN_PARAMS in ann:
+        try:
+            params = json.loads(ann[names.ANN_PARAMS])
+        except ValueError:
+            params = None
+    return AttemptView(
+        name=md["name"],
+        namespace=md.get("namespace", ""),
+        bgj=bgj,
+        run=labels.get(names.LABEL_RUN) or md["name"],
+        attempt=int(ann.get(names.ANN_ATTEMPT, "1") or 1),
+        trigger=ann.get(names.ANN_TRIGGER, "schedule"),
+        created=parse_time(md.get("creationTimestamp")) or dt.datetime.now(dt.UTC),
+        scheduled=scheduled,
+        not_before=parse_time(ann.get(names.ANN_NOT_BEFORE)),
+        suspended=bool(spec.get("suspend")),
+        started=parse_time(status.get("startTime")),
+        finished=parse_time((done or {}).get("lastTransitionTime") or status.get("completionTime")) if done else None,
+        succeeded="Complete" in conditions,
+        failed=failed is not None,
+        failure_reason=(failed or {}).get("reason"),
+        failure_message=(failed or {}).get("message"),
+        outcome=ann.get(names.ANN_OUTCOME),
+        gate=ann.get(names.ANN_GATE),
+        priority=ann.get(names.ANN_PRIORITY, "medium"),
+        queue=ann.get(names.ANN_QUEUE),
+        params=params,
+    )
+
+
+def with_pod(view: AttemptView, pod: Obj | None) -> AttemptView:
+    """Copy the exit code and termination message of the attempt's pod into its view."""
+    if not pod:
+        return view
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated")
+        if term:
+            return replace(view, exit_code=term.get("exitCode"), message=term.get("message"))
+    return view
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    bgj: str
+    namespace: str
+    attempts: tuple[AttemptView, ...]  # by attempt number
+
+    @property
+    def last(self) -> AttemptView:
+        return self.attempts[-1]
+
+    @property
+    def first(self) -> AttemptView:
+        return self.attempts[0]
+
+    @property
+    def time(self) -> dt.datetime:
+        return self.first.time
+
+    @property
+    def trigger(self) -> str:
+        return self.first.trigger
+
+    @property
+    def priority(self) -> str:
+        return self.first.priority
+
+
+def group(views: Iterable[AttemptView]) -> list[Run]:
+    """Runs ordered by scheduled (or creation) time, attempts by number."""
+    by_run: dict[str, list[AttemptView]] = {}
+    for v in views:
+        by_run.setdefault(v.run, []).append(v)
+    runs = [
+        Run(rid, vs[0].bgj, vs[0].namespace, tuple(sorted(vs, key=lambda v: v.attempt))) for rid, vs in by_run.items()
+    ]
+    return sorted(runs, key=lambda r: (r.time, r.id))
+
+
+@dataclass(frozen=True)
+class RetryRule:
+    limit: int
+    non_retryable: frozenset[int]
+    retry_on_timeout: bool
+
+
+def failure_retryable(view: AttemptView, rule: RetryRule) -> tuple[bool, str]:
+    """Whether a failed attempt is worth another, and the reason in words."""
+    if view.failure_reason == "PodFailurePolicy" or (
+        view.exit_code is not None and view.exit_code in rule.non_retryable
+    ):
+        return False, f"NonRetryableExitCode: exit code {view.exit_code}"
+    if view.failure_reason == "DeadlineExceeded":
+        return rule.retry_on_timeout, "Timeout: the attempt ran past spec.timeout"
+    if view.exit_code is not None:
+        return True, f"ExitCode: exit code {view.exit_code}"
+    return True, f"{view.failure_reason or 'Failed'}: {view.failure_message or 'the attempt failed'}"
+
+
+def state(run: Run, rule: RetryRule) -> tuple[str, str | None]:
+    """The run's result (Waiting, Running, Retrying, Succeeded, Failed, Skipped, Cancelled) and why."""
+    last = run.last
+    if last.outcome:
+        kind, _, reason = last.outcome.partition(":")
+        return kind.strip(), reason.strip() or None
+    if last.succeeded:
+        return "Succeeded", None
+    if last.failed:
+        retryable, reason = failure_retryable(last, rule)
+        if retryable and last.attempt <= rule.limit:
+            return "Retrying", reason
+        if retryable:
+            return "Failed", f"RetriesExhausted: {last.attempt} attempts; last: {reason}"
+        return "Failed", reason
+    if last.active:
+        return "Running", None
+    return ("Retrying" if last.attempt > 1 else "Waiting"), last.gate
+
+
+def output_of(message: str | None) -> dict[str, Any] | None:
+    """The job runtime's one-line JSON result, if the termination message is one."""
+    if not message:
+        return None
+    try:
+        value = json.loads(message.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+    return value if isinstance(value, dict) else None

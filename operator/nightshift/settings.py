@@ -1,0 +1,28 @@
+"""Operator settings from the environment (NIGHTSHIFT_*), validated once at start-up."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NIGHTSHIFT_", extra="ignore")
+
+    namespaces: list[str] = Field(default=[], description="Namespaces to serve; empty means all.")
+    jobs_image: str = "ghcr.io/nightshift-dev/nightshift:0.1.0"
+    jobs_python: str = "python"
+    metrics_port: int = 9090
+    priority_classes: dict[str, str] = {
+        "critical": "nightshift-critical",
+        "high": "nightshift-high",
+        "medium": "nightshift-medium",
+        "low": "nightshift-low",
+    }
+    use_priority_classes: bool = True
+    max_concurrent_runs: int = Field(default=50, ge=1)
+    gate_interval_seconds: float = Field(default=5.0, gt=0)
+    history_dsn: str | None = None
+    history_retention_days: int = 30
+    log_level: str = "INFO"
+    log_json: bool = True

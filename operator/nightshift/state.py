@@ -1,0 +1,176 @@
+"""The operator's view of the cluster: kopf indexes, bound once, read by handlers and the gate.
+
+kopf fills indexes from its watch streams before any handler runs, so lookups are O(1) in memory
+and no handler lists objects from the API. Parsed specs are cached per (uid, generation).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from nightshift import runs as runs_mod
+from nightshift.models import BackgroundJobQueueSpec, BackgroundJobSpec
+from nightshift.runs import AttemptView, Run
+
+Key = tuple[str, str]
+
+
+def _one(index: kopf.Index[Any, Any] | None, key: Any) -> Any:
+    if index is None or key not in index:
+        return None
+    for value in index[key]:
+        return value
+    return None
+
+
+class State:
+    def __init__(self) -> None:
+        self.bgjs: kopf.Index[Key, dict[str, Any]] | None = None
+        self.jobs: kopf.Index[Key, AttemptView] | None = None
+        self.pods: kopf.Index[Key, dict[str, Any]] | None = None
+        self.queues: kopf.Index[Key, dict[str, Any]] | None = None
+        self.waiting: kopf.Index[str, AttemptView] | None = None
+        self.active: kopf.Index[Key, AttemptView] | None = None
+        self.downstream: kopf.Index[Key, str] | None = None
+        self.stops: kopf.Index[str, str] | None = None
+        self.admitted: kopf.Index[Key, dt.datetime] | None = None
+        self._specs: dict[tuple[str, int], BackgroundJobSpec | None] = {}
+        self.bound = False
+
+    def bind(self, kwargs: Mapping[str, Any]) -> None:
+        if self.bound:
+            return
+        self.bgjs = kwargs["bgj_index"]
+        self.jobs = kwargs["job_index"]
+        self.pods = kwargs["pod_index"]
+        self.queues = kwargs["queue_index"]
+        self.waiting = kwargs["waiting_index"]
+        self.active = kwargs["active_index"]
+        self.downstream = kwargs["downstream_index"]
+        self.stops = kwargs["stop_index"]
+        self.admitted = kwargs["admitted_index"]
+        self.bound = True
+
+    # -- BackgroundJobs ---------------------------------------------------------------------------
+    def bgj(self, ns: str, name: str) -> dict[str, Any] | None:
+        value: dict[str, Any] | None = _one(self.bgjs, (ns, name))
+        return value
+
+    def spec(self, ns: str, name: str) -> BackgroundJobSpec | None:
+        entry = self.bgj(ns, name)
+        return self.parse(entry) if entry else None
+
+    def parse(self, entry: Mapping[str, Any]) -> BackgroundJobSpec | None:
+        key = (entry["uid"], entry["generation"])
+        if key not in self._specs:
+            if len(self._specs) > 10000:
+                self._specs.clear()
+            try:
+                self._specs[key] = BackgroundJobSpec.model_validate(entry["spec"])
+            except ValidationError:
+                self._specs[key] = None
+        return self._specs[key]
+
+    def specs(self) -> Mapping[Key, BackgroundJobSpec]:
+        return _Specs(self)
+
+    # -- runs -------------------------------------------------------------------------------------
+    def attempts(self, ns: str, bgj: str) -> list[AttemptView]:
+        if self.jobs is None or (ns, bgj) not in self.jobs:
+            return []
+        return [runs_mod.with_pod(v, _one(self.pods, (ns, v.name))) for v in self.jobs[(ns, bgj)]]
+
+    def runs(self, ns: str, bgj: str) -> list[Run]:
+        return runs_mod.group(self.attempts(ns, bgj))
+
+    def waiting_views(self) -> list[AttemptView]:
+        if self.waiting is None or "waiting" not in self.waiting:
+            return []
+        return list(self.waiting["waiting"])
+
+    def active_count(self) -> tuple[int, dict[Key, int]]:
+        total, per = 0, {}
+        if self.active is not None:
+            for key in self.active:
+                n = len(list(self.active[key]))
+                per[key] = n
+                total += n
+        return total, per
+
+    def queue(self, ns: str, name: str) -> BackgroundJobQueueSpec | None:
+        raw = _one(self.queues, (ns, name))
+        if raw is None:
+            return None
+        try:
+            return BackgroundJobQueueSpec.model_validate(raw)
+        except ValidationError:
+            return None
+
+    def queue_specs(self) -> dict[Key, BackgroundJobQueueSpec]:
+        out = {}
+        if self.queues is not None:
+            for key in self.queues:
+                q = self.queue(*key)
+                if q:
+                    out[key] = q
+        return out
+
+    def downstream_of(self, ns: str, name: str) -> list[str]:
+        if self.downstream is None or (ns, name) not in self.downstream:
+            return []
+        return sorted(set(self.downstream[(ns, name)]))
+
+    def stopped(self, ns: str) -> str | None:
+        if self.stops is None:
+            return None
+        for key in ("*", ns):
+            reason = _one(self.stops, key)
+            if reason is not None:
+                return f"{reason} ({'cluster' if key == '*' else 'namespace ' + ns})"
+        return None
+
+
+class _Specs(Mapping[Key, BackgroundJobSpec]):
+    """Specs looked up on demand, so a gate pass touches only the jobs it needs."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+
+    def __getitem__(self, key: Key) -> BackgroundJobSpec:
+        spec = self.state.spec(*key)
+        if spec is None:
+            raise KeyError(key)
+        return spec
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(self.state.bgjs or ())
+
+    def __len__(self) -> int:
+        return len(self.state.bgjs or ())
+
+
+class LazyRuns(Mapping[Key, list[Run]]):
+    """Runs per job, grouped on first use within one gate pass."""
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.cache: dict[Key, list[Run]] = {}
+
+    def __getitem__(self, key: Key) -> list[Run]:
+        if key not in self.cache:
+            self.cache[key] = self.state.runs(*key)
+        return self.cache[key]
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(self.state.jobs or ())
+
+    def __len__(self) -> int:
+        return len(self.state.jobs or ())
+
+
+STATE = State()
