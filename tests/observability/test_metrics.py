@@ -85,9 +85,7 @@ def test_known_job_initialises_every_series_at_zero() -> None:
     ):
         assert value(name, namespace=NS, backgroundjob=NAME) == 0, name
     assert value("nightshift_job_created_timestamp_seconds", namespace=NS, backgroundjob=NAME) == 1.7e9
-    assert (
-        value("nightshift_run_duration_seconds_bucket", namespace=NS, backgroundjob=NAME, le="21600.0") == 0
-    )
+    assert value("nightshift_run_duration_seconds_bucket", namespace=NS, backgroundjob=NAME, le="21600.0") == 0
 
 
 def test_known_job_is_idempotent_and_keeps_values() -> None:
