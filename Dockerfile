@@ -1,0 +1,42 @@
+# syntax=docker/dockerfile:1
+# One image for the operator and for job pods.
+#   operator (default CMD): kopf run -m nightshift.handlers --all-namespaces --liveness=...
+#   jobs:                   python -m nightshift_jobs <name> [--param k=v ...]
+# Build: docker build -t ghcr.io/nightshift-dev/nightshift:0.1.0 .
+
+ARG PYTHON_IMAGE=python:3.11-slim
+
+# --- builder: wheels of the project and all its dependencies -------------------------------------
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+COPY pyproject.toml ./
+COPY operator/ operator/
+COPY jobs/ jobs/
+RUN pip wheel --wheel-dir /wheels .
+
+# --- final: the installed wheels, a non-root user, nothing else ----------------------------------
+FROM ${PYTHON_IMAGE}
+ARG UID=10001
+LABEL org.opencontainers.image.title="nightshift" \
+      org.opencontainers.image.description="Kubernetes operator for scheduled background jobs, and its job runtime" \
+      org.opencontainers.image.source="https://github.com/nightshift-dev/nightshift"
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN groupadd --system --gid ${UID} nightshift \
+ && useradd --system --uid ${UID} --gid ${UID} --home-dir /tmp --no-create-home \
+      --shell /usr/sbin/nologin nightshift
+# pip compiles the installed modules at install time, so the read-only root filesystem the chart
+# sets up does not matter to Python.
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-index --find-links=/wheels nightshift \
+ && python -c "import nightshift, nightshift_jobs, kopf"
+WORKDIR /tmp
+# Numeric, so Kubernetes' runAsNonRoot can verify it without a passwd lookup.
+USER ${UID}:${UID}
+EXPOSE 8080 9090
+CMD ["kopf", "run", "-m", "nightshift.handlers", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
