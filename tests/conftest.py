@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import os
 import subprocess
 import time
@@ -36,7 +37,10 @@ class Kubectl:
         assert self.cp.bin_dir is not None
         return subprocess.run(
             [str(self.cp.bin_dir / "kubectl"), f"--kubeconfig={self.cp.kubeconfig}", *args],
-            input=input, capture_output=True, text=True, check=False,
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
         )
 
 
@@ -70,3 +74,119 @@ def namespace(kubectl: Kubectl) -> Iterator[str]:
     kubectl("create", "namespace", name)
     yield name
     kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Operator:
+    """The operator as its own process (`kopf run`), so tests can kill and restart it."""
+
+    def __init__(self, cluster: ControlPlane, workdir: Path) -> None:
+        from nightshift.testing.cluster import free_port
+
+        self.cluster = cluster
+        self.workdir = workdir
+        self.metrics_port = free_port()
+        self.health_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / f"operator-{self.starts}.log"
+
+    def start(self, **env: str) -> None:
+        self.starts += 1
+        environ = {
+            **os.environ,
+            "KUBECONFIG": str(self.cluster.kubeconfig),
+            "NIGHTSHIFT_JOBS_IMAGE": "nightshift:test",
+            "NIGHTSHIFT_METRICS_PORT": str(self.metrics_port),
+            "NIGHTSHIFT_GATE_INTERVAL_SECONDS": "1",
+            "NIGHTSHIFT_LOG_JSON": "false",
+            **env,
+        }
+        out = open(self.log, "wb")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "kopf"), "run", "-m", "nightshift.handlers", "--all-namespaces",
+             "--standalone", f"--liveness=http://127.0.0.1:{self.health_port}/healthz"],
+            env=environ, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+        )
+        out.close()
+        import urllib.request
+
+        def healthy() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"operator exited: {self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        wait_for(healthy, timeout=60, what="operator liveness")
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc and self.proc.poll() is None:
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self, kill: bool = False) -> None:
+        self.stop(kill=kill)
+        self.start()
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+
+def install_crds(kubectl: Kubectl) -> None:
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    for name in ("backgroundjobs", "backgroundjobqueues"):
+        kubectl("wait", "--for=condition=Established", f"crd/{name}.nightshift.dev", "--timeout=30s")
+    for i, prio in enumerate(("low", "medium", "high", "critical")):
+        kubectl.apply({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                       "metadata": {"name": f"nightshift-{prio}"}, "value": 1000 * (i + 1)})
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: ControlPlane, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+    install_crds(kubectl)
+    op = Operator(cluster, tmp_path_factory.mktemp("operator"))
+    op.start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def running_operator(operator: Operator) -> Operator:
+    """The session's operator, started again if a test stopped it."""
+    if operator.proc is None or operator.proc.poll() is not None:
+        operator.start()
+    return operator
+
+
+def bgj(name: str, namespace: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
+    return {"apiVersion": "nightshift.dev/v1alpha1", "kind": "BackgroundJob",
+            "metadata": {"name": name, "namespace": namespace, **metadata}, "spec": spec}
+
+
+def script_job(code: str) -> dict[str, Any]:
+    """A custom job whose command runs Python code on the local node."""
+    return {"image": "nightshift:test", "command": ["python", "-c", code]}
+
+
+def condition_of(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), None)

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
 from nightshift import gate, metrics, names, render, schedule
 from nightshift import status as status_mod
@@ -224,26 +225,16 @@ async def _reconcile(ns: str, name: str, body: dict[str, Any]) -> None:
     metrics.known_job(ns, name, _epoch(created))
     try:
         spec = BackgroundJobSpec.model_validate(body["spec"])
-    except Exception as e:
-        await _set_status(
-            owner,
-            body,
-            {
-                **prev,
-                "observedGeneration": generation,
-                "conditions": [
-                    status_mod.condition(
-                        prev.get("conditions") or [],
-                        "Ready",
-                        "False",
-                        "InvalidSpec",
-                        str(e)[:1000],
-                        generation,
-                        now(),
-                    )
-                ],
-            },
+    except ValidationError as e:
+        message = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())[:1000]
+        ready = status_mod.condition(
+            prev.get("conditions") or [], "Ready", "False", "InvalidSpec", message, generation, now()
         )
+        old = next((c for c in prev.get("conditions") or [] if c.get("type") == "Ready"), {})
+        if (old.get("status"), old.get("reason")) != ("False", "InvalidSpec"):
+            await event(owner, "Warning", "InvalidSpec", message)
+        others = [c for c in prev.get("conditions") or [] if c.get("type") != "Ready"]
+        await _set_status(owner, body, {**prev, "observedGeneration": generation, "conditions": [ready, *others]})
         return
     problem = _problem(ns, name, spec)
     cron_name = None
