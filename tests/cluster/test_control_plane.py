@@ -25,8 +25,13 @@ def job(name: str, namespace: str, command: list[str], **pod: object) -> dict[st
         "spec": {
             "backoffLimit": 0,
             "podFailurePolicy": {"rules": [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [3]}}]},
-            "template": {"spec": {"restartPolicy": "Never",
-                                  "containers": [{"name": "main", "image": "local", "command": command}], **pod}},
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "main", "image": "local", "command": command}],
+                    **pod,
+                }
+            },
         },
     }
 
@@ -50,12 +55,18 @@ def test_cronjob_controller_runs_a_real_process(kubectl: Kubectl, namespace: str
             "jobTemplate": {"spec": job("x", namespace, ["python", "-c", script])["spec"]},
         },
     }
-    cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "MSG", "value": "hello"}]  # type: ignore[index]
+    cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"] = [
+        {"name": "MSG", "value": "hello"}
+    ]  # type: ignore[index]
     kubectl.apply(cron)
-    jobs = wait_for(lambda: kubectl.json("get", "jobs", "-n", namespace)["items"], timeout=90, what="a Job from the CronJob")
+    jobs = wait_for(
+        lambda: kubectl.json("get", "jobs", "-n", namespace)["items"], timeout=90, what="a Job from the CronJob"
+    )
     name = jobs[0]["metadata"]["name"]
     assert jobs[0]["metadata"]["ownerReferences"][0]["kind"] == "CronJob"
-    done = wait_for(lambda: condition(kubectl.json("get", "job", name, "-n", namespace), "Complete"), timeout=60, what="Complete")
+    done = wait_for(
+        lambda: condition(kubectl.json("get", "job", name, "-n", namespace), "Complete"), timeout=60, what="Complete"
+    )
     assert done
     assert marker.read_text() == "hello"
     pod = kubectl.json("get", "pods", "-n", namespace, "-l", f"job-name={name}")["items"][0]
@@ -94,8 +105,12 @@ def test_kwok_completes_500_job_pods(kubectl: Kubectl, namespace: str) -> None:
     spec = job("many", namespace, ["true"], **kwok_pod_template())
     spec["spec"].update({"completions": 500, "parallelism": 100})  # type: ignore[attr-defined]
     kubectl.apply(spec)
-    wait_for(lambda: condition(kubectl.json("get", "job", "many", "-n", namespace), "Complete"), timeout=240,
-             interval=2, what="500 completions")
+    wait_for(
+        lambda: condition(kubectl.json("get", "job", "many", "-n", namespace), "Complete"),
+        timeout=240,
+        interval=2,
+        what="500 completions",
+    )
     assert kubectl.json("get", "job", "many", "-n", namespace)["status"]["succeeded"] == 500
 
 
@@ -113,19 +128,31 @@ def _children_alive(pids: list[int]) -> list[int]:
 def test_up_and_down_leave_no_process(tmp_path: Path, cluster: ControlPlane) -> None:
     """`make cluster` / `make cluster-down` path, and stopping an interrupted owner (SIGKILL)."""
     env = {**os.environ, "NIGHTSHIFT_BIN_DIR": str(cluster.bin_dir)}
-    up = subprocess.Popen([sys.executable, "-m", "nightshift.testing.cluster", "up", "--dir", str(tmp_path / "a")], env=env,
-                          stderr=subprocess.DEVNULL)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "nightshift.testing.cluster", "up", "--dir", str(tmp_path / "a")],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for(lambda: (tmp_path / "a" / "ready").exists(), timeout=90, what="ready")
-    children = [int(p) for p in subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True, text=True).stdout.split()]
+    children = [
+        int(p) for p in subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True, text=True).stdout.split()
+    ]
     assert len(children) >= 6
-    subprocess.run([sys.executable, "-m", "nightshift.testing.cluster", "down", "--dir", str(tmp_path / "a")], check=True, env=env)
+    subprocess.run(
+        [sys.executable, "-m", "nightshift.testing.cluster", "down", "--dir", str(tmp_path / "a")], check=True, env=env
+    )
     up.wait(timeout=30)
     wait_for(lambda: not _children_alive(children), timeout=15, what="children gone")
 
-    killed = subprocess.Popen([sys.executable, "-m", "nightshift.testing.cluster", "up", "--dir", str(tmp_path / "b")], env=env,
-                              stderr=subprocess.DEVNULL)
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "nightshift.testing.cluster", "up", "--dir", str(tmp_path / "b")],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for(lambda: (tmp_path / "b" / "ready").exists(), timeout=90, what="ready")
-    children = [int(p) for p in subprocess.run(["pgrep", "-P", str(killed.pid)], capture_output=True, text=True).stdout.split()]
+    children = [
+        int(p) for p in subprocess.run(["pgrep", "-P", str(killed.pid)], capture_output=True, text=True).stdout.split()
+    ]
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     wait_for(lambda: not _children_alive(children), timeout=15, what="children of a killed owner gone")

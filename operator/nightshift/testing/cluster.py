@@ -82,7 +82,9 @@ def _pem_cert(cert: x509.Certificate) -> bytes:
 
 def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
     )
 
 
@@ -128,11 +130,19 @@ def write_certs(pki: Path) -> None:
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
     ]
-    srv = _issue(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]), srv_key, ca_name, ca_key,
-                 sans=sans)
+    srv = _issue(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
+        srv_key,
+        ca_name,
+        ca_key,
+        sans=sans,
+    )
     adm_key = key()
     adm_name = x509.Name(
-        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"), x509.NameAttribute(NameOID.COMMON_NAME, "admin")]
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "admin"),
+        ]
     )
     adm = _issue(adm_name, adm_key, ca_name, ca_key, sans=[x509.DNSName("admin")])
     sa_key = key()
@@ -161,9 +171,21 @@ def kubeconfig_text(server: str, pki: Path) -> str:
         {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "nightshift", "cluster": {"server": server, "certificate-authority-data": b64("ca.crt")}}],
-            "users": [{"name": "admin", "user": {"client-certificate-data": b64("admin.crt"),
-                                                 "client-key-data": b64("admin.key")}}],
+            "clusters": [
+                {
+                    "name": "nightshift",
+                    "cluster": {"server": server, "certificate-authority-data": b64("ca.crt")},
+                }
+            ],
+            "users": [
+                {
+                    "name": "admin",
+                    "user": {
+                        "client-certificate-data": b64("admin.crt"),
+                        "client-key-data": b64("admin.key"),
+                    },
+                }
+            ],
             "contexts": [{"name": "nightshift", "context": {"cluster": "nightshift", "user": "admin"}}],
             "current-context": "nightshift",
         }
@@ -173,8 +195,15 @@ def kubeconfig_text(server: str, pki: Path) -> str:
 class ControlPlane:
     """Starts and stops the processes; all state lives under `workdir`."""
 
-    def __init__(self, workdir: Path, *, bin_dir: Path | None = None, local_node: bool = True, kwok: bool = True,
-                 quiet: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        bin_dir: Path | None = None,
+        local_node: bool = True,
+        kwok: bool = True,
+        quiet: bool = False,
+    ) -> None:
         self.workdir = workdir.resolve()
         self.bin_dir = bin_dir
         self.with_local_node = local_node
@@ -200,31 +229,42 @@ class ControlPlane:
         self._spawn(
             "etcd",
             [
-                "etcd", "--name=nightshift", f"--data-dir={data}", "--unsafe-no-fsync",
+                "etcd",
+                "--name=nightshift",
+                f"--data-dir={data}",
+                "--unsafe-no-fsync",
                 f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
                 f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
                 f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
                 f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
                 f"--initial-cluster=nightshift=http://127.0.0.1:{peer_port}",
-                "--listen-metrics-urls=", "--log-level=warn",
+                "--listen-metrics-urls=",
+                "--log-level=warn",
             ],
         )
         self._spawn(
             "kube-apiserver",
             [
-                "kube-apiserver", f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
+                "kube-apiserver",
+                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
-                f"--tls-cert-file={pki / 'server.crt'}", f"--tls-private-key-file={pki / 'server.key'}",
+                f"--tls-cert-file={pki / 'server.crt'}",
+                f"--tls-private-key-file={pki / 'server.key'}",
                 f"--client-ca-file={pki / 'ca.crt'}",
-                f"--kubelet-client-certificate={pki / 'admin.crt'}", f"--kubelet-client-key={pki / 'admin.key'}",
+                f"--kubelet-client-certificate={pki / 'admin.crt'}",
+                f"--kubelet-client-key={pki / 'admin.key'}",
                 "--service-account-issuer=https://kubernetes.default.svc",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--service-cluster-ip-range=10.0.0.0/24", "--authorization-mode=Node,RBAC",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--authorization-mode=Node,RBAC",
                 "--allow-privileged=true",
                 "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
-                "--kubelet-preferred-address-types=InternalIP", "--endpoint-reconciler-type=none",
+                "--kubelet-preferred-address-types=InternalIP",
+                "--endpoint-reconciler-type=none",
                 "--v=0",
             ],
         )
@@ -234,8 +274,14 @@ class ControlPlane:
         common = [f"--kubeconfig={self.kubeconfig}", "--leader-elect=false", "--secure-port=0", "--v=0"]
         self._spawn(
             "kube-controller-manager",
-            ["kube-controller-manager", *common, f"--controllers={CONTROLLERS}",
-             "--use-service-account-credentials=false", "--concurrent-job-syncs=10", "--concurrent-cron-job-syncs=10"],
+            [
+                "kube-controller-manager",
+                *common,
+                f"--controllers={CONTROLLERS}",
+                "--use-service-account-credentials=false",
+                "--concurrent-job-syncs=10",
+                "--concurrent-cron-job-syncs=10",
+            ],
         )
         self._spawn("kube-scheduler", ["kube-scheduler", *common])
         if self.with_kwok:
@@ -243,8 +289,15 @@ class ControlPlane:
         if self.with_local_node:
             self._spawn(
                 "localnode",
-                [sys.executable, "-m", "nightshift.testing.localnode", f"--kubeconfig={self.kubeconfig}",
-                 f"--name={LOCAL_NODE}", f"--workdir={self.workdir / 'localnode'}", f"--ca-dir={pki}"],
+                [
+                    sys.executable,
+                    "-m",
+                    "nightshift.testing.localnode",
+                    f"--kubeconfig={self.kubeconfig}",
+                    f"--name={LOCAL_NODE}",
+                    f"--workdir={self.workdir / 'localnode'}",
+                    f"--ca-dir={pki}",
+                ],
                 absolute=True,
             )
         self._wait_nodes()
@@ -292,11 +345,16 @@ class ControlPlane:
         assert self.bin_dir is not None
         if not absolute:
             argv = [str(self.bin_dir / argv[0]), *argv[1:]]
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.logs / f"{name}.log", "ab")
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         self.procs[name] = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            preexec_fn=_die_with_parent, cwd=self.workdir,
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            preexec_fn=_die_with_parent,
+            cwd=self.workdir,
         )
         log.close()
         self._say(f"started {name} (pid {self.procs[name].pid})")
@@ -321,7 +379,10 @@ class ControlPlane:
         assert self.bin_dir is not None
         out = subprocess.run(
             [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
-            input=input, capture_output=True, text=True, check=False,
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if check and out.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)}: {out.stderr.strip()}")
@@ -331,9 +392,15 @@ class ControlPlane:
         stages = Path(__file__).with_name("kwok-stages.yaml")
         self._spawn(
             "kwok",
-            ["kwok", f"--kubeconfig={self.kubeconfig}", "--manage-all-nodes=false",
-             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-             f"--config={stages}", "--server-address=127.0.0.1:0", "--node-lease-duration-seconds=0"],
+            [
+                "kwok",
+                f"--kubeconfig={self.kubeconfig}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                f"--config={stages}",
+                "--server-address=127.0.0.1:0",
+                "--node-lease-duration-seconds=0",
+            ],
         )
         node = {
             "apiVersion": "v1",
@@ -356,7 +423,9 @@ class ControlPlane:
             ready = {
                 n["metadata"]["name"]
                 for n in out["items"]
-                if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))
+                if any(
+                    c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", [])
+                )
             }
             if all(w in ready for w in want):
                 return
@@ -416,8 +485,11 @@ def _down(workdir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m nightshift.testing.cluster", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m nightshift.testing.cluster",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("command", choices=["up", "down"])
     p.add_argument("--dir", type=Path, default=REPO_ROOT / ".cluster")
     args = p.parse_args(argv)

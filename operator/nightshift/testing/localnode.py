@@ -78,16 +78,34 @@ class LocalNode:
         ts = now()
         status = {
             "conditions": [
-                {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "local node (test tooling)",
-                 "lastHeartbeatTime": ts, "lastTransitionTime": ts},
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "local node (test tooling)",
+                    "lastHeartbeatTime": ts,
+                    "lastTransitionTime": ts,
+                },
             ],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": self.name}],
+            "addresses": [
+                {"type": "InternalIP", "address": "127.0.0.1"},
+                {"type": "Hostname", "address": self.name},
+            ],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": self.port}},
             "capacity": {"cpu": "64", "memory": "64Gi", "pods": "500"},
             "allocatable": {"cpu": "64", "memory": "64Gi", "pods": "500"},
-            "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "nightshift-localnode",
-                         "containerRuntimeVersion": "local-process://0", "machineID": "", "systemUUID": "",
-                         "bootID": "", "kernelVersion": "", "osImage": "", "kubeProxyVersion": ""},
+            "nodeInfo": {
+                "architecture": "amd64",
+                "operatingSystem": "linux",
+                "kubeletVersion": "nightshift-localnode",
+                "containerRuntimeVersion": "local-process://0",
+                "machineID": "",
+                "systemUUID": "",
+                "bootID": "",
+                "kernelVersion": "",
+                "osImage": "",
+                "kubeProxyVersion": "",
+            },
         }
         await self.kube.patch(NODES, self.name, {"status": status}, sub="status")
 
@@ -112,7 +130,7 @@ class LocalNode:
                 if e.status != 410:
                     log.warning("watch failed: %s", e)
                     await asyncio.sleep(1)
-            except (OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, OSError) as e:
                 log.warning("watch interrupted: %s", e)
                 await asyncio.sleep(1)
 
@@ -149,9 +167,14 @@ class LocalNode:
         md = pod["metadata"]
         with contextlib.suppress(ApiError):
             await self.kube.request(
-                "DELETE", PODS.path(md["namespace"], md["name"]),
-                body={"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
-                      "preconditions": {"uid": md["uid"]}},
+                "DELETE",
+                PODS.path(md["namespace"], md["name"]),
+                body={
+                    "kind": "DeleteOptions",
+                    "apiVersion": "v1",
+                    "gracePeriodSeconds": 0,
+                    "preconditions": {"uid": md["uid"]},
+                },
             )
 
     async def terminate_and_remove(self, running: RunningPod, pod: Obj, grace: int) -> None:
@@ -189,31 +212,58 @@ class LocalNode:
             await self.set_waiting(pod, container, "CreateContainerConfigError", str(e))
             self.pods.pop(running.uid, None)  # a later event retries, like the kubelet
             return
-        argv = [_VAR.sub(lambda m: env.get(m.group(1), m.group(0)), a)
-                for a in [*container.get("command", []), *container.get("args", [])]]
+        argv = [
+            _VAR.sub(lambda m: env.get(m.group(1), m.group(0)), a)
+            for a in [*container.get("command", []), *container.get("args", [])]
+        ]
         if not argv:
-            await self.finish(pod, container, started, 128, "ContainerCannotRun", "no command: the local node runs no image entrypoints")
+            await self.finish(
+                pod,
+                container,
+                started,
+                128,
+                "ContainerCannotRun",
+                "no command: the local node runs no image entrypoints",
+            )
             return
         if argv[0] in ("python", "python3") or argv[0].startswith("/usr/local/bin/python"):
             argv[0] = sys.executable
         base = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "VIRTUAL_ENV", "PYTHONPATH")}
-        env = {**base, "HOME": str(running.directory), "TMPDIR": str(running.directory / "tmp"),
-               "HOSTNAME": pod["metadata"]["name"], **env, "NIGHTSHIFT_TERMINATION_LOG": str(term_path)}
+        env = {
+            **base,
+            "HOME": str(running.directory),
+            "TMPDIR": str(running.directory / "tmp"),
+            "HOSTNAME": pod["metadata"]["name"],
+            **env,
+            "NIGHTSHIFT_TERMINATION_LOG": str(term_path),
+        }
         with open(log_path, "ab") as out:
             try:
                 running.proc = await asyncio.create_subprocess_exec(
-                    *argv, stdout=out, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
-                    env=env, cwd=container.get("workingDir") or running.directory, start_new_session=True,
+                    *argv,
+                    stdout=out,
+                    stderr=asyncio.subprocess.STDOUT,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    env=env,
+                    cwd=container.get("workingDir") or running.directory,
+                    start_new_session=True,
                 )
             except OSError as e:
                 await self.finish(pod, container, started, 127, "StartError", str(e))
                 return
-        await self.patch_status(pod, {
-            "phase": "Running", "hostIP": "127.0.0.1", "podIP": "127.0.0.1", "startTime": started,
-            "podIPs": [{"ip": "127.0.0.1"}], "hostIPs": [{"ip": "127.0.0.1"}],
-            "conditions": _conditions(True, started),
-            "containerStatuses": [_cstatus(container, True, {"running": {"startedAt": started}})],
-        })
+        await self.patch_status(
+            pod,
+            {
+                "phase": "Running",
+                "hostIP": "127.0.0.1",
+                "podIP": "127.0.0.1",
+                "startTime": started,
+                "podIPs": [{"ip": "127.0.0.1"}],
+                "hostIPs": [{"ip": "127.0.0.1"}],
+                "conditions": _conditions(True, started),
+                "containerStatuses": [_cstatus(container, True, {"running": {"startedAt": started}})],
+            },
+        )
         code = await running.proc.wait()
         if code < 0:  # killed by a signal: report as the kubelet does
             code = 128 - code
@@ -229,16 +279,22 @@ class LocalNode:
         terminated = {"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": now()}
         if message:
             terminated["message"] = message
-        await self.patch_status(pod, {
-            "phase": "Succeeded" if code == 0 else "Failed",
-            "conditions": _conditions(False, started),
-            "containerStatuses": [_cstatus(container, False, {"terminated": terminated})],
-        })
+        await self.patch_status(
+            pod,
+            {
+                "phase": "Succeeded" if code == 0 else "Failed",
+                "conditions": _conditions(False, started),
+                "containerStatuses": [_cstatus(container, False, {"terminated": terminated})],
+            },
+        )
 
     async def set_waiting(self, pod: Obj, container: Obj, reason: str, message: str) -> None:
-        await self.patch_status(pod, {
-            "containerStatuses": [_cstatus(container, False, {"waiting": {"reason": reason, "message": message}})],
-        })
+        await self.patch_status(
+            pod,
+            {
+                "containerStatuses": [_cstatus(container, False, {"waiting": {"reason": reason, "message": message}})],
+            },
+        )
 
     async def patch_status(self, pod: Obj, status: Obj) -> None:
         md = pod["metadata"]
@@ -311,7 +367,7 @@ class LocalNode:
         lines = matches[-1].read_text(errors="replace").splitlines(keepends=True)
         tail = request.query.get("tailLines")
         if tail:
-            lines = lines[-int(tail):]
+            lines = lines[-int(tail) :]
         return web.Response(text="".join(lines), content_type="text/plain")
 
 
@@ -325,8 +381,15 @@ def _conditions(ready: bool, ts: str) -> list[Obj]:
 
 
 def _cstatus(container: Obj, ready: bool, state: Obj) -> Obj:
-    return {"name": container["name"], "image": container.get("image", ""), "imageID": "", "ready": ready,
-            "restartCount": 0, "started": "running" in state, "state": state}
+    return {
+        "name": container["name"],
+        "image": container.get("image", ""),
+        "imageID": "",
+        "ready": ready,
+        "restartCount": 0,
+        "started": "running" in state,
+        "state": state,
+    }
 
 
 def _field(pod: Obj, path: str) -> Any:
