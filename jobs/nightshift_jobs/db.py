@@ -57,10 +57,12 @@ def relation_exists(conn: Conn, schema: str | None, name: str) -> bool:
 def classify_error(exc: Exception) -> tuple[int, str]:
     """Exit code for a psycopg error: what a retry could fix (75) versus what it never will (65/78)."""
     text = f"{type(exc).__name__}: {str(exc).strip()}"
+    sqlstate = getattr(exc, "sqlstate", None) or ""
     if isinstance(exc, errors.SyntaxError | errors.DataException | errors.IntegrityConstraintViolation):
         return ExitCode.DATA, text
-    if isinstance(exc, errors.SyntaxErrorOrAccessRuleViolation):
-        # undefined table/column, insufficient privilege: the spec and the database disagree
+    if sqlstate.startswith("42"):
+        # class 42 besides plain syntax: undefined table/column, insufficient privilege...
+        # the spec and the database disagree, which a retry will not fix
         return ExitCode.CONFIG, text
     if isinstance(exc, psycopg.ProgrammingError):
         # e.g. a statement whose placeholders do not match `args`

@@ -41,8 +41,7 @@ def parse_duration(value: str | int | float | timedelta) -> timedelta:
             result = timedelta(seconds=seconds)
         else:
             raise ValueError(
-                f"invalid duration {value!r}: use a number with a unit, "
-                "e.g. '90s', '30m', '1h', '240d', '1h30m'"
+                f"invalid duration {value!r}: use a number with a unit, e.g. '90s', '30m', '1h', '240d', '1h30m'"
             )
     if result < timedelta(0):
         raise ValueError(f"invalid duration {value!r}: must not be negative")

@@ -121,6 +121,7 @@ class JobContext:
     dry_run: bool = False
     counts: Counts = field(default_factory=dict)
     message: str | None = None
+    stop_reason: str | None = None
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def log(self, msg: str, *, level: str = "info", **fields: Any) -> None:
@@ -166,12 +167,14 @@ class JobContext:
     def stop_requested(self) -> bool:
         return self._stop.is_set()
 
-    def request_stop(self) -> None:
+    def request_stop(self, reason: str = "stop") -> None:
+        self.stop_reason = self.stop_reason or reason
         self._stop.set()
 
     def checkpoint(self) -> None:
         """Call between batches: after SIGTERM this raises Terminated (exit 75) at a clean boundary."""
         if self._stop.is_set():
+            self.log("stop requested; stopping after the finished batch", level="warning", signal=self.stop_reason)
             raise Terminated()
 
 
@@ -197,9 +200,7 @@ def _secret_header(name: str) -> bool:
     return any(hint in name.lower() for hint in ("auth", "token", "key", "cookie"))
 
 
-def build_result(
-    *, job: str, exit_code: int, message: str, counts: Counts, duration_ms: int
-) -> dict[str, Any]:
+def build_result(*, job: str, exit_code: int, message: str, counts: Counts, duration_ms: int) -> dict[str, Any]:
     """Build the result object, shrinking the message (then counts) until it fits in 4096 bytes."""
     result: dict[str, Any] = {
         "result": "succeeded" if exit_code == 0 else "failed",
@@ -246,16 +247,14 @@ def write_result(ctx: JobContext, result: Mapping[str, Any], env: Mapping[str, s
 
 
 def install_signal_handlers(ctx: JobContext) -> None:
-    """SIGTERM/SIGINT only set a flag: jobs stop at their next checkpoint, never mid-batch."""
+    """SIGTERM/SIGINT only set a flag: jobs stop at their next checkpoint, never mid-batch.
+
+    The handler must not log: it runs between bytecodes of the main thread, which may be inside
+    emit() holding the log lock or the stderr buffer; checkpoint() logs the stop instead.
+    """
 
     def _handler(signum: int, _frame: FrameType | None) -> None:
-        if not ctx.stop_requested:
-            ctx.log(
-                "stop requested; finishing the current batch",
-                level="warning",
-                signal=signal.Signals(signum).name,
-            )
-        ctx.request_stop()
+        ctx.request_stop(signal.Signals(signum).name)
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _handler)
@@ -303,9 +302,7 @@ def execute(
         if exit_code == ExitCode.FAILURE:
             ctx.log("unexpected error", level="error", traceback=traceback.format_exc())
     duration_ms = _ms_since(started)
-    result = build_result(
-        job=name, exit_code=exit_code, message=message, counts=ctx.counts, duration_ms=duration_ms
-    )
+    result = build_result(job=name, exit_code=exit_code, message=message, counts=ctx.counts, duration_ms=duration_ms)
     ctx.log(
         "job finished",
         level="info" if exit_code == 0 else "error",

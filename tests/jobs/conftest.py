@@ -35,9 +35,7 @@ def dsn(postgres: PostgresServer, request: pytest.FixtureRequest) -> str:
 def run_job(tmp_path: Path) -> RunJob:
     """run_job("ttl-cleanup", {"table": ...}, "--dry-run", env={...}) -> JobRun."""
 
-    def run(
-        name: str, params: dict[str, Any] | None = None, *args: str, timeout: float = 120, **env: str
-    ) -> JobRun:
+    def run(name: str, params: dict[str, Any] | None = None, *args: str, timeout: float = 120, **env: str) -> JobRun:
         (tmp_path / "termination-log").unlink(missing_ok=True)
         proc = subprocess.run(
             [sys.executable, "-m", "nightshift_jobs", name, *args],

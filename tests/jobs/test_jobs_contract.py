@@ -19,7 +19,8 @@ def make_events(dsn: str, rows: int, old_fraction: float = 1.0) -> None:
         conn.execute("CREATE TABLE events (id bigserial PRIMARY KEY, payload text, created_at timestamptz)")
         conn.execute(
             "INSERT INTO events (payload, created_at) SELECT repeat('x', 50),"
-            " CASE WHEN g <= %s THEN now() - interval '300 days' ELSE now() END FROM generate_series(1, %s) g",
+            " CASE WHEN g <= %s THEN now() - interval '300 days' ELSE now() END"
+            " FROM generate_series(1, %s) g",
             [old, rows],
         )
 
@@ -52,9 +53,7 @@ def test_unknown_param_exits_64_and_invalid_value_65(run_job: RunJob, dsn: str) 
 
 
 def test_database_unreachable_exits_75(run_job: RunJob) -> None:
-    run = run_job(
-        "ttl-cleanup", {**TTL, "dsn": "postgresql://postgres@127.0.0.1:1/x", "connectTimeout": "2s"}
-    )
+    run = run_job("ttl-cleanup", {**TTL, "dsn": "postgresql://postgres@127.0.0.1:1/x", "connectTimeout": "2s"})
     assert run.code == 75
     assert run.result["result"] == "failed"
 
@@ -72,9 +71,7 @@ def test_success_result_and_json_logs(run_job: RunJob, dsn: str) -> None:
     assert set(run.result) == {"result", "job", "exitCode", "message", "counts", "durationMs"}
     assert run.result["result"] == "succeeded" and run.result["job"] == "ttl-cleanup"
     assert run.counts["rows_deleted"] == 250 and run.counts["batches"] == 3
-    assert all(
-        log["run_id"] == "run-123" and log["job"] == "ttl-cleanup" and log["attempt"] == 1 for log in run.logs
-    )
+    assert all(log["run_id"] == "run-123" and log["job"] == "ttl-cleanup" and log["attempt"] == 1 for log in run.logs)
     steps = [log for log in run.logs if log.get("step") == "delete batch"]
     assert steps and all("duration_ms" in log for log in steps)
     started = next(log for log in run.logs if log["msg"] == "job started")

@@ -23,7 +23,8 @@ def seed(dsn: str, table: str, old: int, new: int, schema: str = "public") -> No
             ' "Created At" timestamp NOT NULL)'
         )
         conn.execute(
-            f'INSERT INTO "{schema}"."{table}" SELECT g, CASE WHEN g %% 2 = 0 THEN \'keep\' ELSE \'chat\' END,'
+            f'INSERT INTO "{schema}"."{table}"'
+            " SELECT g, CASE WHEN g %% 2 = 0 THEN 'keep' ELSE 'chat' END,"
             " repeat('m', 100), CASE WHEN g <= %s THEN now() - interval '300 days' ELSE now() END"
             " FROM generate_series(1, %s) g",
             [old, old + new],
@@ -62,7 +63,13 @@ def test_ttl_cleanup_deletes_old_rows_once(run_job: RunJob, dsn: str) -> None:
     assert first.counts["batches"] == 8  # ceil(5000 / 700)
     assert first.counts["bytes_freed"] > 5000 * 100
     assert count(dsn, 'SELECT count(*) FROM "My Schema"."Chat Memory"') == 3000
-    assert count(dsn, """SELECT count(*) FROM "My Schema"."Chat Memory" WHERE "Created At" < now() - '1d'::interval""") == 0
+    assert (
+        count(
+            dsn,
+            """SELECT count(*) FROM "My Schema"."Chat Memory" WHERE "Created At" < now() - '1d'::interval""",
+        )
+        == 0
+    )
 
     second = run_job("ttl-cleanup", ttl(dsn))
     assert second.code == 0 and second.counts["rows_deleted"] == 0

@@ -46,16 +46,14 @@ def run(ctx: JobContext, p: ArchiveParams) -> Counts:
             raise ConfigError(f"table {src.as_string(conn)} does not exist")
         if not db.relation_exists(conn, arch_schema, arch_name):
             if not p.create_archive:
-                raise ConfigError(
-                    f"archive table {arch.as_string(conn)} does not exist (createArchive: false)"
-                )
+                raise ConfigError(f"archive table {arch.as_string(conn)} does not exist (createArchive: false)")
             if not ctx.dry_run:
                 # LIKE copies columns, types and NOT NULL, not keys or identity: the archive must
                 # accept any row the source ever held.
                 conn.execute(
-                    sql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING COMMENTS INCLUDING STORAGE)"
-                    ).format(arch, src)
+                    sql.SQL("CREATE TABLE IF NOT EXISTS {} (LIKE {} INCLUDING COMMENTS INCLUDING STORAGE)").format(
+                        arch, src
+                    )
                 )
                 conn.commit()
                 ctx.log("archive table created", step="create", table=arch.as_string(conn))
@@ -63,13 +61,9 @@ def run(ctx: JobContext, p: ArchiveParams) -> Counts:
         conn.commit()
         before = cutoff(conn, p.older_than)
         args: dict[str, object] = {"cutoff": before, "limit": p.batch_size}
-        ctx.log(
-            "cutoff fixed", step="cutoff", cutoff=before.isoformat(), older_than=format_duration(p.older_than)
-        )
+        ctx.log("cutoff fixed", step="cutoff", cutoff=before.isoformat(), older_than=format_duration(p.older_than))
         if ctx.dry_run:
-            row = conn.execute(
-                sql.SQL("SELECT count(*) FROM {} WHERE {}").format(src, condition(p)), args
-            ).fetchone()
+            row = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(src, condition(p)), args).fetchone()
             ctx.counts.update(rows_archived=0, rows_matching=int(row[0]) if row else 0)
             ctx.message = f"{ctx.counts['rows_matching']} rows would be moved to {arch_name}"
             return ctx.counts

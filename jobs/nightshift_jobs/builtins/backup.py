@@ -94,9 +94,7 @@ def _sha256(path: Path) -> str:
 def _count_rows(conn: db.Conn, tables: list[tuple[str, str]]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for schema, table in tables:
-        row = conn.execute(
-            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
-        ).fetchone()
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))).fetchone()
         counts[f"{schema}.{table}"] = int(row[0]) if row else 0
     return counts
 
@@ -144,9 +142,7 @@ def _verify(
                 for schema in sorted({s for s, _ in tables}):
                     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         restore = find_tool("pg_restore", p.bin_dir)
-        _run_tool(
-            ctx, [restore, "--no-owner", "--no-privileges", f"--dbname={scratch_dsn}", str(dump)], "restore"
-        )
+        _run_tool(ctx, [restore, "--no-owner", "--no-privileges", f"--dbname={scratch_dsn}", str(dump)], "restore")
         with db.connect(ctx, p, dbname=scratch) as conn:
             restored = _count_rows(conn, tables)
         diffs = [f"{t}: {n} != {restored.get(t)}" for t, n in expected.items() if restored.get(t) != n]
@@ -159,15 +155,11 @@ def _verify(
 
 def _drop_stale_scratch(ctx: JobContext, admin: db.Conn) -> None:
     """Scratch databases left by a killed verification are dropped once they are a day old."""
-    rows = admin.execute(
-        "SELECT datname FROM pg_database WHERE datname LIKE %s", [_SCRATCH_PREFIX + "%"]
-    ).fetchall()
+    rows = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [_SCRATCH_PREFIX + "%"]).fetchall()
     for (name,) in rows:
         match = re.match(rf"^{_SCRATCH_PREFIX}(\d+)_[0-9a-f]+$", str(name))
         if match and time.time() - int(match.group(1)) > 86400:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name)))
-            )
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
             ctx.log("dropped stale scratch database", step="verify", database=str(name))
 
 
@@ -237,8 +229,7 @@ def run(ctx: JobContext, p: BackupParams) -> Counts:
         "verified": int(p.verify),
         "backups_pruned": pruned,
     }
-    ctx.message = (
-        f"backup {final} ({counts['bytes']} bytes, {counts['rows']} rows in {len(tables)} tables)"
-        + (", verified by restore" if p.verify else "")
+    ctx.message = f"backup {final} ({counts['bytes']} bytes, {counts['rows']} rows in {len(tables)} tables)" + (
+        ", verified by restore" if p.verify else ""
     )
     return counts

@@ -60,9 +60,7 @@ def run(ctx: JobContext, p: DbMaintenanceParams) -> Counts:
         targets = resolve(conn, p.tables, p.schemas)
         ctx.counts["tables"] = len(targets)
         if ctx.dry_run:
-            ctx.message = f"would maintain {len(targets)} tables: " + ", ".join(
-                f"{s}.{t}" for s, t in targets
-            )
+            ctx.message = f"would maintain {len(targets)} tables: " + ", ".join(f"{s}.{t}" for s, t in targets)
             return ctx.counts
         bytes_before = bytes_after = 0
         for schema, table in targets:

@@ -65,9 +65,7 @@ def run(ctx: JobContext, p: HttpParams) -> Counts:
         return {}
     try:
         with ctx.step("request", method=p.method, url=p.url):
-            resp = _http.request(
-                p.method, p.url, headers=headers, body=p.body, timeout=p.timeout.total_seconds()
-            )
+            resp = _http.request(p.method, p.url, headers=headers, body=p.body, timeout=p.timeout.total_seconds())
     except (TimeoutError, OSError) as exc:  # URLError is an OSError
         raise TemporaryError(f"{p.method} {p.url} failed: {getattr(exc, 'reason', exc)}") from None
     ctx.counts.update(status=resp.status, latency_ms=resp.latency_ms, response_bytes=len(resp.body))

@@ -60,9 +60,7 @@ def run(ctx: JobContext, p: RefreshViewsParams) -> Counts:
             if ctx.dry_run:
                 ctx.log("would refresh", step="refresh", view=".".join(key), concurrently=concurrent)
                 continue
-            stmt = (
-                "REFRESH MATERIALIZED VIEW CONCURRENTLY {}" if concurrent else "REFRESH MATERIALIZED VIEW {}"
-            )
+            stmt = "REFRESH MATERIALIZED VIEW CONCURRENTLY {}" if concurrent else "REFRESH MATERIALIZED VIEW {}"
             with ctx.step("refresh", view=".".join(key), concurrently=concurrent):
                 conn.execute(sql.SQL(stmt).format(rel))
             ctx.add("views_refreshed")

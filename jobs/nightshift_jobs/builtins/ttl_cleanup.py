@@ -27,9 +27,7 @@ def run(ctx: JobContext, p: TtlCleanupParams) -> Counts:
             raise ConfigError(f"table {rel.as_string(conn)} does not exist")
         before = cutoff(conn, p.older_than)
         args: dict[str, object] = {"cutoff": before, "limit": p.batch_size}
-        ctx.log(
-            "cutoff fixed", step="cutoff", cutoff=before.isoformat(), older_than=format_duration(p.older_than)
-        )
+        ctx.log("cutoff fixed", step="cutoff", cutoff=before.isoformat(), older_than=format_duration(p.older_than))
         if ctx.dry_run:
             count_q = sql.SQL("SELECT count(*), coalesce(sum(pg_column_size(t.*)), 0) FROM {} AS t WHERE {}")
             row = conn.execute(count_q.format(rel, condition(p)), args).fetchone()
