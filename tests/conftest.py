@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
 import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -107,11 +107,21 @@ class Operator:
             "NIGHTSHIFT_LOG_JSON": "false",
             **env,
         }
-        out = open(self.log, "wb")  # noqa: SIM115 - handed to the child
+        out = open(self.log, "wb")
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "kopf"), "run", "-m", "nightshift.handlers", "--all-namespaces",
-             "--standalone", f"--liveness=http://127.0.0.1:{self.health_port}/healthz"],
-            env=environ, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
+            [
+                str(Path(sys.executable).parent / "kopf"),
+                "run",
+                "-m",
+                "nightshift.handlers",
+                "--all-namespaces",
+                "--standalone",
+                f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
+            ],
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
         )
         out.close()
         import urllib.request
@@ -157,8 +167,14 @@ def install_crds(kubectl: Kubectl) -> None:
     for name in ("backgroundjobs", "backgroundjobqueues"):
         kubectl("wait", "--for=condition=Established", f"crd/{name}.nightshift.dev", "--timeout=30s")
     for i, prio in enumerate(("low", "medium", "high", "critical")):
-        kubectl.apply({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
-                       "metadata": {"name": f"nightshift-{prio}"}, "value": 1000 * (i + 1)})
+        kubectl.apply(
+            {
+                "apiVersion": "scheduling.k8s.io/v1",
+                "kind": "PriorityClass",
+                "metadata": {"name": f"nightshift-{prio}"},
+                "value": 1000 * (i + 1),
+            }
+        )
 
 
 @pytest.fixture(scope="session")
@@ -179,8 +195,12 @@ def running_operator(operator: Operator) -> Operator:
 
 
 def bgj(name: str, namespace: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
-    return {"apiVersion": "nightshift.dev/v1alpha1", "kind": "BackgroundJob",
-            "metadata": {"name": name, "namespace": namespace, **metadata}, "spec": spec}
+    return {
+        "apiVersion": "nightshift.dev/v1alpha1",
+        "kind": "BackgroundJob",
+        "metadata": {"name": name, "namespace": namespace, **metadata},
+        "spec": spec,
+    }
 
 
 def script_job(code: str) -> dict[str, Any]:

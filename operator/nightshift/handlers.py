@@ -158,9 +158,11 @@ async def on_bgj(event: kopf.RawEvent, namespace: str, name: str, body: kopf.Bod
 @kopf.on.event("batch", "v1", "jobs", labels=_JOB_FILTER)
 async def on_job(namespace: str, labels: kopf.Labels, **kwargs: Any) -> None:
     STATE.bind(kwargs)
-    entry = STATE.bgj(namespace, labels[names.LABEL_BGJ])
-    if entry is not None:
-        await reconcile(namespace, labels[names.LABEL_BGJ], None)
+    owner = labels[names.LABEL_BGJ]
+    if STATE.bgj(namespace, owner) is not None:
+        await reconcile(namespace, owner, None)
+        for downstream in STATE.downstream_of(namespace, owner):  # chained runs start on an upstream's success
+            await reconcile(namespace, downstream, None)
     _wake.set()
 
 
@@ -230,7 +232,7 @@ async def _reconcile(ns: str, name: str, body: dict[str, Any]) -> None:
         ready = status_mod.condition(
             prev.get("conditions") or [], "Ready", "False", "InvalidSpec", message, generation, now()
         )
-        old = next((c for c in prev.get("conditions") or [] if c.get("type") == "Ready"), {})
+        old: dict[str, Any] = next((c for c in prev.get("conditions") or [] if c.get("type") == "Ready"), {})
         if (old.get("status"), old.get("reason")) != ("False", "InvalidSpec"):
             await event(owner, "Warning", "InvalidSpec", message)
         others = [c for c in prev.get("conditions") or [] if c.get("type") != "Ready"]

@@ -102,11 +102,18 @@ def next_after(cron: str, tz: str, after: dt.datetime) -> dt.datetime:
 
 
 def latest_at_or_before(cron: str, tz: str, at: dt.datetime) -> dt.datetime:
-    """The last scheduled time at or before `at`, in UTC."""
-    local = at.astimezone(zone(tz))
-    it = croniter(cron, local + dt.timedelta(seconds=1))
-    result: dt.datetime = it.get_prev(dt.datetime)
-    return result.astimezone(dt.UTC)
+    """The last scheduled time at or before `at`, in UTC.
+
+    croniter's get_prev skips the first pass through the hour repeated when clocks go back, so
+    step back once and then walk forward with get_next, which handles both passes.
+    """
+    at = at.replace(microsecond=0)
+    it = croniter(cron, at.astimezone(zone(tz)) + dt.timedelta(seconds=1))
+    candidate: dt.datetime = it.get_prev(dt.datetime)
+    candidate = candidate.astimezone(dt.UTC)
+    while (following := next_after(cron, tz, candidate)) <= at:
+        candidate = following
+    return candidate
 
 
 def times_between(

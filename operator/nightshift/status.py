@@ -93,8 +93,12 @@ def build(
         if s == "Succeeded":
             break
         failures += 1
-    if not runs and prev.get("consecutiveFailures"):
-        failures = int(prev["consecutiveFailures"])
+    if failures == len(finished):
+        # No success among the Jobs left: older failures may have been pruned by the history limits,
+        # so continue the previous count with the failures that finished since it was taken.
+        since = parse_time(prev.get("lastFailureTime"))
+        newer = sum(1 for r, s in finished if s == "Failed" and since and r.last.finished and r.last.finished > since)
+        failures = max(failures, int(prev.get("consecutiveFailures") or 0) + newer)
 
     status: Obj = {
         "observedGeneration": generation,

@@ -23,11 +23,21 @@ def ready(kubectl: Kubectl, name: str, ns: str) -> dict[str, Any] | None:
 
 
 def test_apply_edit_suspend_delete(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
-    spec = {"schedule": "0 3 * * *", "timeZone": "Europe/Berlin", "priority": "high", "timeout": "10m",
-            "job": {"builtin": "ttl-cleanup", "params": {"table": "sessions", "olderThan": "30d"}}}
+    spec = {
+        "schedule": "0 3 * * *",
+        "timeZone": "Europe/Berlin",
+        "priority": "high",
+        "timeout": "10m",
+        "job": {"builtin": "ttl-cleanup", "params": {"table": "sessions", "olderThan": "30d"}},
+    }
     kubectl.apply(bgj("cleanup", namespace, spec))
-    cron = wait_for(lambda: kubectl.run("get", "cronjob", "cleanup", "-n", namespace, "-o", "json").returncode == 0
-                    and get(kubectl, "cronjob", "cleanup", namespace), what="CronJob")
+    cron = wait_for(
+        lambda: (
+            kubectl.run("get", "cronjob", "cleanup", "-n", namespace, "-o", "json").returncode == 0
+            and get(kubectl, "cronjob", "cleanup", namespace)
+        ),
+        what="CronJob",
+    )
     owner = cron["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["controller"]) == ("BackgroundJob", "cleanup", True)
     cs = cron["spec"]
@@ -66,21 +76,24 @@ def test_apply_edit_suspend_delete(kubectl: Kubectl, running_operator: Operator,
         ({"schedule": "* * * * *", "every": "5m", "job": {"builtin": "sql"}}, "at most one of schedule, every and at"),
         ({"job": {"builtin": "sql", "image": "x"}}, "exactly one of job.builtin or job.image"),
         ({"every": "7x", "job": {"builtin": "sql"}}, "spec.every"),
-        ({"priority": "urgent", "job": {"builtin": "sql"}}, "Unsupported value: \"urgent\""),
+        ({"priority": "urgent", "job": {"builtin": "sql"}}, 'Unsupported value: "urgent"'),
         ({"retry": {"limit": 50}, "job": {"builtin": "sql"}}, "spec.retry.limit"),
         ({"job": {"image": "x", "params": {"a": 1}}}, "job.params is for built-in jobs"),
         ({"schedule": "x" * 200, "job": {"builtin": "sql"}}, "spec.schedule"),
     ],
 )
-def test_api_server_rejects_bad_specs(kubectl: Kubectl, operator: Operator, namespace: str, spec: dict[str, Any],
-                                      message: str) -> None:
+def test_api_server_rejects_bad_specs(
+    kubectl: Kubectl, operator: Operator, namespace: str, spec: dict[str, Any], message: str
+) -> None:
     result = kubectl.run("apply", "-f", "-", input=__import__("json").dumps(bgj("bad", namespace, spec)))
     assert result.returncode != 0
     assert message in result.stderr
 
 
 def test_name_longer_than_52_is_rejected(kubectl: Kubectl, operator: Operator, namespace: str) -> None:
-    result = kubectl.run("apply", "-f", "-", input=__import__("json").dumps(bgj("a" * 53, namespace, {"job": {"builtin": "sql"}})))
+    result = kubectl.run(
+        "apply", "-f", "-", input=__import__("json").dumps(bgj("a" * 53, namespace, {"job": {"builtin": "sql"}}))
+    )
     assert result.returncode != 0 and "at most 52 characters" in result.stderr
 
 
@@ -89,13 +102,18 @@ def test_name_longer_than_52_is_rejected(kubectl: Kubectl, operator: Operator, n
     [
         ({"schedule": "61 * * * *", "job": {"builtin": "sql"}}, "InvalidSchedule", "not a valid cron expression"),
         ({"every": "7m", "job": {"builtin": "sql"}}, "InvalidSchedule", "no cron equivalent"),
-        ({"schedule": "@daily", "timeZone": "Mars/Olympus", "job": {"builtin": "sql"}}, "InvalidSpec", "unknown time zone"),
+        (
+            {"schedule": "@daily", "timeZone": "Mars/Olympus", "job": {"builtin": "sql"}},
+            "InvalidSpec",
+            "unknown time zone",
+        ),
         ({"schedule": "@daily", "job": {"builtin": "no-such-job"}}, "UnknownBuiltin", "unknown built-in job"),
         ({"dependsOn": [{"name": "ghost"}], "job": {"builtin": "sql"}}, "DependencyNotFound", "ghost"),
     ],
 )
-def test_invalid_specs_get_ready_false(kubectl: Kubectl, running_operator: Operator, namespace: str,
-                                       spec: dict[str, Any], reason: str, text: str) -> None:
+def test_invalid_specs_get_ready_false(
+    kubectl: Kubectl, running_operator: Operator, namespace: str, spec: dict[str, Any], reason: str, text: str
+) -> None:
     kubectl.apply(bgj("broken", namespace, spec))
     kubectl.apply(bgj("fine", namespace, {"schedule": "@hourly", "job": {"builtin": "sql"}}))
     obj = wait_for(lambda: ready(kubectl, "broken", namespace), what="status")
@@ -108,9 +126,19 @@ def test_invalid_specs_get_ready_false(kubectl: Kubectl, running_operator: Opera
 
 
 def test_foreign_cronjob_is_never_overwritten(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
-    foreign = {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "report", "namespace": namespace},
-               "spec": {"schedule": "0 1 * * *", "jobTemplate": {"spec": {"template": {"spec": {
-                   "restartPolicy": "Never", "containers": [{"name": "c", "image": "theirs"}]}}}}}}
+    foreign = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "report", "namespace": namespace},
+        "spec": {
+            "schedule": "0 1 * * *",
+            "jobTemplate": {
+                "spec": {
+                    "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "theirs"}]}}
+                }
+            },
+        },
+    }
     kubectl.apply(foreign)
     kubectl.apply(bgj("report", namespace, {"schedule": "0 2 * * *", "job": {"builtin": "sql"}}))
     obj = wait_for(lambda: ready(kubectl, "report", namespace), what="status")
@@ -119,11 +147,21 @@ def test_foreign_cronjob_is_never_overwritten(kubectl: Kubectl, running_operator
     assert cron["spec"]["schedule"] == "0 1 * * *" and not cron["metadata"].get("ownerReferences")
 
 
-def test_run_completes_and_status_survives_restart(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
-    code = ("import json, os; print('working'); "
-            "open(os.environ['NIGHTSHIFT_TERMINATION_LOG'], 'w').write(json.dumps({'result': 'succeeded', 'message': 'did it', 'counts': {'rows': 7}}))")
-    kubectl.apply(bgj("report", namespace, {"schedule": "0 5 * * *", "job": script_job(code)},
-                      annotations={"nightshift.dev/run-now": "first"}))
+def test_run_completes_and_status_survives_restart(
+    kubectl: Kubectl, running_operator: Operator, namespace: str
+) -> None:
+    code = (
+        "import json, os; print('working'); "
+        "open(os.environ['NIGHTSHIFT_TERMINATION_LOG'], 'w').write(json.dumps({'result': 'succeeded', 'message': 'did it', 'counts': {'rows': 7}}))"
+    )
+    kubectl.apply(
+        bgj(
+            "report",
+            namespace,
+            {"schedule": "0 5 * * *", "job": script_job(code)},
+            annotations={"nightshift.dev/run-now": "first"},
+        )
+    )
 
     def succeeded() -> dict[str, Any] | None:
         obj = kubectl.json("get", "bgj", "report", "-n", namespace)
@@ -137,7 +175,19 @@ def test_run_completes_and_status_survives_restart(kubectl: Kubectl, running_ope
 
     table = kubectl("get", "bgj", "-n", namespace)
     header = table.splitlines()[0].split()
-    assert header == ["NAME", "SCHEDULE", "SUSPENDED", "READY", "LAST", "RESULT", "LAST", "SUCCESS", "NEXT", "RUN", "AGE"]
+    assert header == [
+        "NAME",
+        "SCHEDULE",
+        "SUSPENDED",
+        "READY",
+        "LAST",
+        "RESULT",
+        "LAST",
+        "SUCCESS",
+        "NEXT",
+        "RUN",
+        "AGE",
+    ]
     row = table.splitlines()[1].split()
     assert row[:5] == ["report", "0", "5", "*", "*"] and "Succeeded" in row
     assert "MESSAGE" in kubectl("get", "bgj", "-n", namespace, "-o", "wide").splitlines()[0]

@@ -442,11 +442,6 @@ def test_unscheduled_dependency_failed() -> None:
     assert isinstance(d, Wait)
 
 
-@pytest.mark.xfail(
-    reason="gate._dependencies computes the due run with schedule.latest_at_or_before, which picks the "
-    "previous day's run for a time in the second pass of a DST fall-back hour",
-    strict=True,
-)
 def test_dependency_due_time_in_the_repeated_fall_back_hour() -> None:
     specs = {
         "report": spec(dependsOn=[{"name": "extract"}]),

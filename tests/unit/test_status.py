@@ -124,12 +124,6 @@ def test_consecutive_failures_carried_over_when_no_jobs_are_left() -> None:
     assert build(spec(**DAILY), [], {"consecutiveFailures": 4})["consecutiveFailures"] == 4
 
 
-@pytest.mark.xfail(
-    reason="status.build recounts consecutiveFailures from the Jobs that still exist, so once the CronJob "
-    "controller prunes failed Jobs beyond history.failed the count never exceeds it and quarantineAfter > "
-    "history.failed can never trigger",
-    strict=True,
-)
 def test_consecutive_failures_survive_history_pruning() -> None:
     s = spec(quarantineAfter=6, history={"failed": 5}, **DAILY)
     visible = [failed(f"r{i}", day(i), code=64) for i in range(1, 6)]

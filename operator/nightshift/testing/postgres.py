@@ -138,9 +138,7 @@ class PostgresServer:
         """Fast shutdown and remove the data directory; safe to call twice."""
         if self._started and self.tmpdir is not None:
             try:
-                self._run(
-                    str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"
-                )
+                self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
             except RuntimeError:
                 time.sleep(0.5)
         self._started = False
