@@ -103,38 +103,40 @@ async def queue_index(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> d
 
 
 _JOB_FILTER = {names.LABEL_BGJ: kopf.PRESENT}
+# Index functions return {} rather than None: kopf keeps an object's previous entries when an
+# index function returns None, so a Job that stopped waiting would stay "waiting" forever.
 
 
 @kopf.index("batch", "v1", "jobs", labels=_JOB_FILTER)
-async def job_index(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+async def job_index(body: kopf.Body, **_: Any) -> dict[Any, Any]:
     view = attempt_view(body)
-    return {(view.namespace, view.bgj): view} if view else None
+    return {(view.namespace, view.bgj): view} if view else {}
 
 
 @kopf.index("batch", "v1", "jobs", labels=_JOB_FILTER)
-async def waiting_index(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+async def waiting_index(body: kopf.Body, **_: Any) -> dict[Any, Any]:
     view = attempt_view(body)
-    return {"waiting": view} if view and view.waiting else None
+    return {"waiting": view} if view and view.waiting else {}
 
 
 @kopf.index("batch", "v1", "jobs", labels=_JOB_FILTER)
-async def active_index(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+async def active_index(body: kopf.Body, **_: Any) -> dict[Any, Any]:
     view = attempt_view(body)
-    return {(view.namespace, view.queue or ""): view} if view and view.active else None
+    return {(view.namespace, view.queue or ""): view} if view and view.active else {}
 
 
 @kopf.index("batch", "v1", "jobs", labels=_JOB_FILTER)
-async def admitted_index(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+async def admitted_index(body: kopf.Body, **_: Any) -> dict[Any, Any]:
     """Start times per queue, for rate limits (a Job's startTime is set when the gate admits it)."""
     view = attempt_view(body)
-    return {(view.namespace, view.queue): view.started} if view and view.queue and view.started else None
+    return {(view.namespace, view.queue): view.started} if view and view.queue and view.started else {}
 
 
 @kopf.index("", "v1", "pods", labels=_JOB_FILTER)
-async def pod_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+async def pod_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
     if not job:
-        return None
+        return {}
     return {(namespace, job): {"status": {"containerStatuses": list(body.status.get("containerStatuses") or [])}}}
 
 
@@ -589,6 +591,10 @@ async def _gate_loop() -> None:
             metrics.observe_reconcile("gate", time.monotonic() - t0)
 
 
+# Runs decided in an earlier pass whose Job event has not reached the indexes yet: (time, queue, admitted).
+_decided: dict[tuple[str, str], tuple[float, str | None, bool]] = {}
+
+
 async def gate_pass() -> None:
     waiting = gate.order(STATE.waiting_views())
     total, per_queue = STATE.active_count()
@@ -606,7 +612,16 @@ async def gate_pass() -> None:
         admitted_by_queue=_admissions(),
     )
     waiting_per_queue: dict[tuple[str, str], int] = {}
+    horizon = time.monotonic() - 30
+    for key in [k for k, d in _decided.items() if d[0] < horizon]:
+        del _decided[key]
+    for view in waiting:  # admitted, but the index still shows them waiting: they hold a slot already
+        pending = _decided.get((view.namespace, view.name))
+        if pending and pending[2]:
+            snap.take(view.namespace, pending[1])
     for view in waiting:
+        if (view.namespace, view.name) in _decided:  # admitted or skipped; the watch has not caught up yet
+            continue
         spec = STATE.spec(view.namespace, view.bgj)
         if spec is None:
             continue
@@ -617,9 +632,11 @@ async def gate_pass() -> None:
                 await cancel_runs(view.namespace, view.bgj, decision.runs, decision.reason)
             await _patch_job(view, {"spec": {"suspend": False}, "metadata": {"annotations": {names.ANN_GATE: None}}})
             snap.take(view.namespace, spec.queue)
+            _decided[(view.namespace, view.name)] = (time.monotonic(), spec.queue, True)
             metrics.observe_admission_wait(view.namespace, spec.queue, (snap.now - view.time).total_seconds())
         elif isinstance(decision, gate.Skip):
             await _patch_job(view, {"metadata": {"annotations": {names.ANN_OUTCOME: f"Skipped: {decision.reason}"}}})
+            _decided[(view.namespace, view.name)] = (time.monotonic(), spec.queue, False)
             metrics.observe_run(view.namespace, view.bgj, "skipped", None, reason=decision.reason.split(":")[0])
             if owner:
                 await event(owner, "Warning", "RunSkipped", f"run {view.run} skipped: {decision.reason}")
