@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from nightshift.testing.cluster import ControlPlane
+from nightshift.testing.postgres import PostgresServer
 
 
 class Kubectl:
@@ -64,6 +65,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
 
 
 @pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL for the session (Debian's package, started by the test setup)."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def kubectl(cluster: ControlPlane) -> Kubectl:
     return Kubectl(cluster)
 
@@ -91,6 +99,7 @@ class Operator:
         self.health_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.history_dsn = ""
 
     @property
     def log(self) -> Path:
@@ -105,6 +114,7 @@ class Operator:
             "NIGHTSHIFT_METRICS_PORT": str(self.metrics_port),
             "NIGHTSHIFT_GATE_INTERVAL_SECONDS": "1",
             "NIGHTSHIFT_LOG_JSON": "false",
+            "NIGHTSHIFT_HISTORY_DSN": self.history_dsn,
             **env,
         }
         out = open(self.log, "wb")
@@ -178,9 +188,12 @@ def install_crds(kubectl: Kubectl) -> None:
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: ControlPlane, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
+def operator(
+    cluster: ControlPlane, kubectl: Kubectl, postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
     install_crds(kubectl)
     op = Operator(cluster, tmp_path_factory.mktemp("operator"))
+    op.history_dsn = postgres.create_database("nightshift_history")
     op.start()
     yield op
     op.stop()

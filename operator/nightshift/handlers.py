@@ -20,7 +20,9 @@ import kopf
 from pydantic import ValidationError
 
 from nightshift import gate, metrics, names, render, schedule
+from nightshift import runs as runs_mod
 from nightshift import status as status_mod
+from nightshift.history import AttemptRecord, HistoryWriter
 from nightshift.kube import BACKGROUNDJOBS, CRONJOBS, EVENTS, JOBS, ApiError, Kube
 from nightshift.models import GROUP, VERSION, BackgroundJobSpec
 from nightshift.runs import AttemptView, Run, attempt_view, state
@@ -31,6 +33,7 @@ log = logging.getLogger("nightshift")
 SETTINGS = Settings()
 _kube: Kube | None = None
 _wake = asyncio.Event()
+_history: HistoryWriter | None = None
 _started = time.time()
 
 
@@ -60,6 +63,10 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
+    if SETTINGS.history_dsn:
+        global _history
+        _history = HistoryWriter(SETTINGS.history_dsn, retention_days=SETTINGS.history_retention_days)
+        _history.start()
     metrics.start_server(SETTINGS.metrics_port)
     metrics.set_leader(True)
     asyncio.create_task(_gate_loop())
@@ -247,20 +254,56 @@ async def _reconcile(ns: str, name: str, body: dict[str, Any]) -> None:
     handled = list(prev.get("handledTriggers") or [])
     if problem is None:
         handled = await _create_due_runs(owner, spec, body, handled)
+    await _after_attempts(owner, spec, STATE.runs(ns, name))
     runs = STATE.runs(ns, name)
-    await _after_attempts(owner, spec, runs)
+    _record_history(spec, runs)
+    resumed = runs_mod.parse_time((md.get("annotations") or {}).get(names.PREFIX + "/resumed-at"))
     new = status_mod.build(
         spec,
-        STATE.runs(ns, name),
+        runs,
         {**prev, "handledTriggers": handled[-32:]},
         generation=generation,
         now=now(),
         cron_job=cron_name,
         problem=problem,
+        failures_after=resumed,
     )
     await _transitions(owner, spec, prev, new)
     await _set_status(owner, body, new)
     _export(ns, name, spec, new)
+
+
+def _record_history(spec: BackgroundJobSpec, runs: list[Run]) -> None:
+    if _history is None:
+        return
+    rule = gate.retry_rule(spec)
+    for run in runs:
+        result, reason = state(run, rule)
+        for a in run.attempts:
+            final = a is run.last
+            if final and result not in ("Succeeded", "Failed", "Skipped", "Cancelled"):
+                continue
+            if not final and not a.finished:
+                continue
+            out = runs_mod.output_of(a.message)
+            _history.record(
+                AttemptRecord(
+                    namespace=a.namespace,
+                    job_name=a.name,
+                    backgroundjob=a.bgj,
+                    run_id=run.id,
+                    attempt=a.attempt,
+                    trigger=run.trigger,
+                    scheduled_time=run.first.scheduled,
+                    started_at=a.started,
+                    finished_at=a.finished,
+                    result=result if final else "Failed",
+                    exit_code=a.exit_code,
+                    reason=reason if final else None,
+                    message=(out or {}).get("message") if out else a.message,
+                    output=out,
+                )
+            )
 
 
 def _problem(ns: str, name: str, spec: BackgroundJobSpec) -> tuple[str, str] | None:

@@ -103,8 +103,8 @@ def _env(owner: Owner, spec: BackgroundJobSpec, settings: Settings, attempt: Att
         ]
         if attempt.scheduled_time:
             env.append({"name": "NIGHTSHIFT_SCHEDULED_TIME", "value": _ts(attempt.scheduled_time)})
-    if spec.job.builtin:
-        params = {**(spec.job.params or {}), **(attempt.params if attempt else {})}
+    params = {**(spec.job.params or {}), **(attempt.params if attempt else {})}
+    if spec.job.builtin or params:  # custom images get per-run overrides (a trigger's payload) the same way
         env.append({"name": "NIGHTSHIFT_PARAMS", "value": json.dumps(params, sort_keys=True)})
     return env + list(spec.job.env or [])
 

@@ -80,6 +80,7 @@ def build(
     now: dt.datetime,
     cron_job: str | None,
     problem: tuple[str, str] | None = None,
+    failures_after: dt.datetime | None = None,
 ) -> Obj:
     """The whole status; `problem` is (reason, message) of a spec the operator cannot serve."""
     rule = retry_rule(spec)
@@ -88,6 +89,12 @@ def build(
     last_failure = max((r.last.finished for r, s, _ in states if s == "Failed" and r.last.finished), default=None)
     last_sched = max((r.first.scheduled for r in runs if r.first.scheduled), default=None)
     finished = [(r, s) for r, s, _ in states if s in ("Succeeded", "Failed")]
+    since: dt.datetime | None
+    if failures_after is not None:  # `nightshift resume` lifts a quarantine: earlier failures no longer count
+        finished = [(r, s) for r, s in finished if r.last.finished and r.last.finished > failures_after]
+        carried, since = 0, failures_after
+    else:
+        carried, since = int(prev.get("consecutiveFailures") or 0), parse_time(prev.get("lastFailureTime"))
     failures = 0
     for _r, s in reversed(finished):
         if s == "Succeeded":
@@ -96,9 +103,8 @@ def build(
     if failures == len(finished):
         # No success among the Jobs left: older failures may have been pruned by the history limits,
         # so continue the previous count with the failures that finished since it was taken.
-        since = parse_time(prev.get("lastFailureTime"))
-        newer = sum(1 for r, s in finished if s == "Failed" and since and r.last.finished and r.last.finished > since)
-        failures = max(failures, int(prev.get("consecutiveFailures") or 0) + newer)
+        newer = len([r for r, s in finished if s == "Failed" and since and r.last.finished and r.last.finished > since])
+        failures = max(failures, carried + newer)
 
     status: Obj = {
         "observedGeneration": generation,

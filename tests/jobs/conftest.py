@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +15,6 @@ import pytest
 from _jobtest import JobRun, RunJob, job_env, parse_logs, read_result
 
 from nightshift.testing.postgres import PostgresServer
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """One real PostgreSQL for the session (reusable by other suites via PostgresServer)."""
-    with PostgresServer() as server:
-        yield server
 
 
 @pytest.fixture

@@ -124,6 +124,26 @@ class PostgresServer:
         self.stop()
         raise RuntimeError(f"PostgreSQL did not start: {last_error}")
 
+    def pause(self) -> None:
+        """Stop the server but keep its data and port, to simulate an outage."""
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        options = f"-p {self.port} -k {self.tmpdir} -c listen_addresses={self.host} -c fsync=off"
+        self._run(
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-o",
+            options,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
     def create_database(self, name: str) -> str:
         """CREATE DATABASE name (dropping an old one of that name) and return its DSN."""
         import psycopg
