@@ -91,7 +91,7 @@ class Operator:
     """The operator as its own process (`kopf run`), so tests can kill and restart it."""
 
     def __init__(self, cluster: ControlPlane, workdir: Path) -> None:
-        from nightshift.testing.cluster import free_port
+        from nightshift.testing.procs import free_port
 
         self.cluster = cluster
         self.workdir = workdir

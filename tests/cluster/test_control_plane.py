@@ -155,4 +155,4 @@ def test_up_and_down_leave_no_process(tmp_path: Path, cluster: ControlPlane) -> 
     ]
     killed.send_signal(signal.SIGKILL)
     killed.wait()
-    wait_for(lambda: not _children_alive(children), timeout=15, what="children of a killed owner gone")
+    wait_for(lambda: not _children_alive(children), timeout=30, what="children of a killed owner gone")

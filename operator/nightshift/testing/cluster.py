@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import ctypes
 import datetime as dt
 import ipaddress
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -35,6 +33,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+
+from nightshift.testing.procs import die_with_parent, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LOCAL_NODE = "nightshift-local"
@@ -62,18 +62,6 @@ def binaries_dir() -> Path:
         ["bash", str(REPO_ROOT / "hack" / "build-binaries.sh")], check=True, stdout=subprocess.PIPE, text=True
     )
     return Path(out.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _pem_cert(cert: x509.Certificate) -> bytes:
@@ -353,7 +341,7 @@ class ControlPlane:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
             cwd=self.workdir,
         )
         log.close()

@@ -29,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from nightshift.kube import CONFIGMAPS, NODES, PODS, SECRETS, ApiError, Kube, Obj
+from nightshift.testing.procs import die_with_parent
 
 log = logging.getLogger("localnode")
 _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
@@ -247,6 +248,7 @@ class LocalNode:
                     env=env,
                     cwd=container.get("workingDir") or running.directory,
                     start_new_session=True,
+                    preexec_fn=die_with_parent,
                 )
             except OSError as e:
                 await self.finish(pod, container, started, 127, "StartError", str(e))

@@ -11,13 +11,14 @@ import glob
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
+
+from nightshift.testing.procs import free_port
 
 
 class PostgresNotInstalled(RuntimeError):
@@ -34,12 +35,6 @@ def find_bin_dir() -> Path:
             "install them with `apt-get install postgresql`"
         )
     return max(dirs, key=lambda d: int(re.sub(r"\D", "", d.parent.name) or 0))
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PostgresServer:
@@ -101,7 +96,7 @@ class PostgresServer:
         )  # fmt: skip
         last_error: Exception | None = None
         for _ in range(3):
-            self.port = _free_port()
+            self.port = free_port()
             options = (
                 f"-p {self.port} -k {self.tmpdir} -c listen_addresses={self.host}"
                 " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"

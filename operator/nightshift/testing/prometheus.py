@@ -13,11 +13,8 @@ ServiceMonitor does), optionally loads rule files, and dies with the test proces
 
 from __future__ import annotations
 
-import ctypes
 import json
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -30,6 +27,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import yaml
+
+from nightshift.testing.procs import die_with_parent, free_port
 
 T = TypeVar("T")
 
@@ -44,17 +43,6 @@ def find_binary() -> Path:
     if not found:
         raise PrometheusNotInstalled("no prometheus binary on PATH; install it with `apt-get install prometheus`")
     return Path(found)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class PrometheusServer:
@@ -114,7 +102,7 @@ class PrometheusServer:
         config = self.tmpdir / "prometheus.yml"
         config.write_text(yaml.safe_dump(self.config(), sort_keys=False))
         for attempt in range(3):  # the free port may be taken between probing and binding
-            self.port = _free_port()
+            self.port = free_port()
             log = open(self.log_file, "ab")
             self.proc = subprocess.Popen(
                 [
@@ -129,7 +117,7 @@ class PrometheusServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=self.tmpdir,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
             log.close()
             try:
