@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # One image for the operator and for job pods.
-#   operator (default CMD): kopf run -m nightshift.handlers --all-namespaces --liveness=...
+#   operator (default CMD): python -m nightshift (settings from NIGHTSHIFT_* env)
 #   jobs:                   python -m nightshift_jobs <name> [--param k=v ...]
 # Build: docker build -t ghcr.io/nightshift-dev/nightshift:0.1.0 .
 
@@ -39,4 +39,4 @@ WORKDIR /tmp
 # Numeric, so Kubernetes' runAsNonRoot can verify it without a passwd lookup.
 USER ${UID}:${UID}
 EXPOSE 8080 9090
-CMD ["kopf", "run", "-m", "nightshift.handlers", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
+CMD ["python", "-m", "nightshift"]

@@ -112,6 +112,8 @@ class Operator:
             "KUBECONFIG": str(self.cluster.kubeconfig),
             "NIGHTSHIFT_JOBS_IMAGE": "nightshift:test",
             "NIGHTSHIFT_METRICS_PORT": str(self.metrics_port),
+            "NIGHTSHIFT_HEALTH_PORT": str(self.health_port),
+            "NIGHTSHIFT_LISTEN_ADDRESS": "127.0.0.1",
             "NIGHTSHIFT_GATE_INTERVAL_SECONDS": "1",
             "NIGHTSHIFT_LOG_JSON": "false",
             "NIGHTSHIFT_HISTORY_DSN": self.history_dsn,
@@ -119,15 +121,7 @@ class Operator:
         }
         out = open(self.log, "wb")
         self.proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "kopf"),
-                "run",
-                "-m",
-                "nightshift.handlers",
-                "--all-namespaces",
-                "--standalone",
-                f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
-            ],
+            [str(Path(sys.executable).parent / "nightshift-operator")],
             env=environ,
             stdout=out,
             stderr=subprocess.STDOUT,

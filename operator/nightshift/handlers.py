@@ -67,7 +67,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         global _history
         _history = HistoryWriter(SETTINGS.history_dsn, retention_days=SETTINGS.history_retention_days)
         _history.start()
-    metrics.start_server(SETTINGS.metrics_port)
+    metrics.start_server(SETTINGS.metrics_port, SETTINGS.listen_address)
     metrics.set_leader(True)
     asyncio.create_task(_gate_loop())
 

@@ -13,6 +13,8 @@ class Settings(BaseSettings):
     jobs_image: str = "ghcr.io/nightshift-dev/nightshift:0.1.0"
     jobs_python: str = "python"
     metrics_port: int = 9090
+    health_port: int = 8080
+    listen_address: str = Field(default="0.0.0.0", description="Address of the metrics and health endpoints.")
     priority_classes: dict[str, str] = {
         "critical": "nightshift-critical",
         "high": "nightshift-high",

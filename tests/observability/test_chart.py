@@ -132,15 +132,7 @@ def test_deployment_is_restricted(flags: list[str]) -> None:
 def test_deployment_command_env_and_probe() -> None:
     dep = _one(_render(*ALL_ON), "Deployment")
     (c,) = dep["spec"]["template"]["spec"]["containers"]
-    assert c["command"] == [
-        "kopf",
-        "run",
-        "-m",
-        "nightshift.handlers",
-        "--all-namespaces",
-        "--liveness=http://0.0.0.0:8080/healthz",
-        "--verbose",
-    ]
+    assert c["command"] == ["python", "-m", "nightshift", "--verbose"]
     env = {e["name"]: e for e in c["env"]}
     assert env["NIGHTSHIFT_METRICS_PORT"]["value"] == "9090"
     assert env["NIGHTSHIFT_JOBS_IMAGE"]["value"].endswith(":0.1.0")

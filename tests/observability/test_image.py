@@ -40,14 +40,7 @@ def test_runs_as_numeric_non_root_user() -> None:
 
 def test_default_cmd_is_the_operator() -> None:
     (cmd,) = [rest for word, rest in _instructions() if word == "CMD"]
-    assert json.loads(cmd) == [
-        "kopf",
-        "run",
-        "-m",
-        "nightshift.handlers",
-        "--all-namespaces",
-        "--liveness=http://0.0.0.0:8080/healthz",
-    ]
+    assert json.loads(cmd) == ["python", "-m", "nightshift"]
 
 
 def test_dockerignore_is_an_allowlist() -> None:

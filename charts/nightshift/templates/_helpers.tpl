@@ -77,7 +77,7 @@ app.kubernetes.io/component: operator
 {{- define "nightshift.command" -}}
 {{- $cmd := .Values.operator.command }}
 {{- if not $cmd }}
-{{- $cmd = list "kopf" "run" "-m" "nightshift.handlers" "--all-namespaces" (printf "--liveness=http://0.0.0.0:%v/healthz" .Values.health.port) }}
+{{- $cmd = list "python" "-m" "nightshift" }}
 {{- end }}
 {{- concat $cmd .Values.operator.extraArgs | toYaml }}
 {{- end }}

@@ -1,0 +1,40 @@
+"""`python -m nightshift` (also `nightshift-operator`): run the operator with settings from the environment.
+
+Equivalent to `kopf run -m nightshift.handlers`, with the namespaces, liveness endpoint and log
+format taken from NIGHTSHIFT_* variables so the chart and the image need no kopf flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import kopf
+
+from nightshift.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="nightshift-operator", description=__doc__)
+    parser.add_argument("--verbose", action="store_true", help="debug logging (same as NIGHTSHIFT_LOG_LEVEL=DEBUG)")
+    args = parser.parse_args(argv)
+    settings = Settings()
+    if args.verbose:
+        settings.log_level = "DEBUG"
+    kopf.configure(
+        verbose=settings.log_level.upper() == "DEBUG",
+        log_format=kopf.LogFormat.JSON if settings.log_json else kopf.LogFormat.FULL,
+    )
+    logging.getLogger().setLevel(settings.log_level.upper())
+    import nightshift.handlers  # noqa: F401 - registers the handlers
+
+    kopf.run(
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        standalone=True,
+        liveness_endpoint=f"http://{settings.listen_address}:{settings.health_port}/healthz",
+    )
+
+
+if __name__ == "__main__":
+    main()
