@@ -17,6 +17,8 @@ from nightshift import durations, schedule
 from nightshift.models import PRIORITIES, BackgroundJobQueueSpec, BackgroundJobSpec, Backoff
 from nightshift.runs import AttemptView, RetryRule, Run, state
 
+# A scheduled Job created later than this was a missed run that the CronJob controller caught up.
+MISSED_GRACE = dt.timedelta(minutes=2)
 PRIORITY_RANK: dict[str, int] = {p: i for i, p in enumerate(PRIORITIES)}
 
 
@@ -95,6 +97,12 @@ def decide(view: AttemptView, spec: BackgroundJobSpec, snap: Snapshot) -> Decisi
         return Wait(f"{kind}: not before {view.not_before:%Y-%m-%dT%H:%M:%SZ}", view.not_before)
     if spec.suspend and view.trigger == "schedule":
         return Skip("Suspended: the job was suspended before this run started")
+    if spec.missed_runs == "Skip" and view.trigger == "schedule" and view.scheduled is not None:
+        late = view.created - view.scheduled
+        if late > MISSED_GRACE:
+            return Skip(
+                f"MissedRunSkipped: created {int(late.total_seconds())}s after its scheduled time (missedRuns: Skip)"
+            )
 
     if view.attempt == 1:
         dep = _dependencies(view, spec, snap)

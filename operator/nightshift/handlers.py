@@ -252,8 +252,10 @@ async def _reconcile(ns: str, name: str, body: dict[str, Any]) -> None:
     if problem is None:
         problem, cron_name = await _converge_cronjob(owner, spec)
     handled = list(prev.get("handledTriggers") or [])
+    missed = 0
     if problem is None:
         handled = await _create_due_runs(owner, spec, body, handled)
+        missed = await _missed_runs(owner, spec, prev)
     await _after_attempts(owner, spec, STATE.runs(ns, name))
     runs = STATE.runs(ns, name)
     _record_history(spec, runs)
@@ -267,6 +269,7 @@ async def _reconcile(ns: str, name: str, body: dict[str, Any]) -> None:
         cron_job=cron_name,
         problem=problem,
         failures_after=resumed,
+        missed=missed,
     )
     await _transitions(owner, spec, prev, new)
     await _set_status(owner, body, new)
@@ -430,6 +433,39 @@ async def _create_due_runs(
         if marker:
             handled.append(marker)
     return handled
+
+
+async def _missed_runs(owner: render.Owner, spec: BackgroundJobSpec, prev: dict[str, Any]) -> int:
+    """Count scheduled times that never got a run; with missedRuns RunAll, create them (bounded)."""
+    cron = schedule.cron_of(spec.schedule, spec.every)
+    last = runs_mod.parse_time(prev.get("lastScheduleTime"))
+    scheduled = [
+        r.first.scheduled
+        for r in STATE.runs(owner.namespace, owner.name)
+        if r.trigger == "schedule" and r.first.scheduled
+    ]
+    if cron is None or last is None or not scheduled or max(scheduled) <= last:
+        return 0
+    missed = schedule.missed_between(cron, spec.time_zone, last, max(scheduled))
+    if not missed:
+        return 0
+    metrics.observe_missed_runs(owner.namespace, owner.name, len(missed))
+    action = {"Skip": "skipped", "RunLatest": "the latest run runs", "RunAll": "caught up"}[spec.missed_runs]
+    await event(
+        owner,
+        "Warning",
+        "MissedRuns",
+        f"{len(missed)} scheduled runs missed between {status_mod.ts(last)} and "
+        f"{status_mod.ts(max(scheduled))} ({action})",
+    )
+    if spec.missed_runs == "RunAll":
+        for t in missed[-spec.max_catch_up :]:
+            await create_attempt(
+                owner,
+                spec,
+                render.Attempt(names.run_id(owner.name, "catchup", t.isoformat()), trigger="catchup", scheduled_time=t),
+            )
+    return len(missed)
 
 
 def chain_run(ns: str, name: str, spec: BackgroundJobSpec) -> render.Attempt | None:

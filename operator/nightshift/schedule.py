@@ -142,3 +142,8 @@ def max_interval(cron: str, tz: str, after: dt.datetime, samples: int = 16) -> f
     """The longest gap between consecutive scheduled times (seconds), e.g. a weekend for `0 9 * * 1-5`."""
     times = list(times_between(cron, tz, after, after + dt.timedelta(days=400), limit=samples))
     return max(((b - a).total_seconds() for a, b in itertools.pairwise(times)), default=0.0)
+
+
+def missed_between(cron: str, tz: str, last: dt.datetime, latest: dt.datetime, limit: int = 1000) -> list[dt.datetime]:
+    """Scheduled times strictly between the previous scheduled run and the latest one: runs that never came."""
+    return [t for t in times_between(cron, tz, last, latest, limit=limit + 1) if t < latest][:limit]

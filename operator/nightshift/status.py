@@ -81,13 +81,16 @@ def build(
     cron_job: str | None,
     problem: tuple[str, str] | None = None,
     failures_after: dt.datetime | None = None,
+    missed: int = 0,
 ) -> Obj:
     """The whole status; `problem` is (reason, message) of a spec the operator cannot serve."""
     rule = retry_rule(spec)
     states = [(r, *state(r, rule)) for r in runs]
     last_success = max((r.last.finished for r, s, _ in states if s == "Succeeded" and r.last.finished), default=None)
     last_failure = max((r.last.finished for r, s, _ in states if s == "Failed" and r.last.finished), default=None)
-    last_sched = max((r.first.scheduled for r in runs if r.first.scheduled), default=None)
+    last_sched = max(
+        (r.first.scheduled for r in runs if r.first.scheduled and r.trigger in ("schedule", "catchup")), default=None
+    )
     finished = [(r, s) for r, s, _ in states if s in ("Succeeded", "Failed")]
     since: dt.datetime | None
     if failures_after is not None:  # `nightshift resume` lifts a quarantine: earlier failures no longer count
@@ -114,7 +117,7 @@ def build(
         "lastSuccessfulTime": _later(prev.get("lastSuccessfulTime"), last_success),
         "lastFailureTime": _later(prev.get("lastFailureTime"), last_failure),
         "consecutiveFailures": failures,
-        "missedRuns": int(prev.get("missedRuns") or 0),
+        "missedRuns": int(prev.get("missedRuns") or 0) + missed,
         "skippedRuns": sum(1 for _, s, _ in states if s == "Skipped"),
         "waiting": sum(1 for _, s, _ in states if s in ("Waiting", "Retrying")),
         "active": sum(1 for _, s, _ in states if s == "Running"),
