@@ -289,3 +289,93 @@ def test_operator_killed_while_runs_wait_and_retry(
     metrics = running_operator.metrics()
     assert "nightshift_runs_total" in metrics
     _ = json  # keep import for debugging output
+
+
+def test_quarantine_after_consecutive_failures_and_resume(
+    kubectl: Kubectl, running_operator: Operator, namespace: str
+) -> None:
+    from tests.integration.test_cli import cli
+
+    spec = {"quarantineAfter": 2, "job": script_job(EXIT.format(code=65))}
+    kubectl.apply(bgj("fragile", namespace, spec, annotations={"nightshift.dev/run-now": "1"}))
+    wait_for(lambda: last_result(kubectl, "fragile", namespace, "Failed"), timeout=60, what="first failure")
+    trigger(kubectl, "fragile", namespace, "2")
+    obj = wait_for(
+        lambda: (o := kubectl.json("get", "bgj", "fragile", "-n", namespace))["spec"].get("suspend") and o,
+        timeout=60,
+        what="quarantined",
+    )
+    assert obj["status"]["consecutiveFailures"] == 2
+    assert next(c for c in obj["status"]["conditions"] if c["type"] == "Quarantined")["status"] == "True"
+    reasons = [e["reason"] for e in kubectl.json("get", "events", "-n", namespace)["items"]]
+    assert reasons.count("Quarantined") == 1
+    assert cli(running_operator, "-n", namespace, "resume", "fragile").returncode == 0
+
+    def healed() -> dict[str, Any] | None:
+        o = kubectl.json("get", "bgj", "fragile", "-n", namespace)
+        q = next(c for c in o["status"]["conditions"] if c["type"] == "Quarantined")
+        return (
+            o
+            if not o["spec"]["suspend"] and q["status"] == "False" and o["status"]["consecutiveFailures"] == 0
+            else None
+        )
+
+    wait_for(healed, timeout=30, what="quarantine lifted by resume")
+
+
+def test_concurrency_forbid_skips_and_replace_cancels(
+    kubectl: Kubectl, running_operator: Operator, namespace: str
+) -> None:
+    long = script_job(SLOW.format(s=60))
+    kubectl.apply(bgj("forbid", namespace, {"job": long}, annotations={"nightshift.dev/run-now": "1"}))
+    kubectl.apply(
+        bgj(
+            "replace",
+            namespace,
+            {"concurrencyPolicy": "Replace", "job": long},
+            annotations={"nightshift.dev/run-now": "1"},
+        )
+    )
+    for name in ("forbid", "replace"):
+        wait_for(
+            lambda name=name: any(j.get("status", {}).get("active") for j in jobs(kubectl, namespace, name)),
+            what=f"{name} running",
+        )
+        trigger(kubectl, name, namespace, "2")
+    skipped = wait_for(
+        lambda: [j for j in jobs(kubectl, namespace, "forbid") if (ann(j, "outcome") or "").startswith("Skipped")],
+        what="second forbid run skipped",
+    )
+    assert "ConcurrencyForbid" in ann(skipped[0], "outcome")  # type: ignore[operator]
+    cancelled = wait_for(
+        lambda: [j for j in jobs(kubectl, namespace, "replace") if (ann(j, "outcome") or "").startswith("Cancelled")],
+        what="first replace run cancelled",
+    )
+    assert cancelled[0]["spec"]["suspend"] is True and "Replaced" in ann(cancelled[0], "outcome")  # type: ignore[operator]
+    wait_for(
+        lambda: (
+            not kubectl.json("get", "pods", "-n", namespace, "-l", f"job-name={cancelled[0]['metadata']['name']}")[
+                "items"
+            ]
+        ),
+        what="cancelled pod gone",
+    )
+    wait_for(
+        lambda: [j for j in jobs(kubectl, namespace, "replace") if j.get("status", {}).get("active")],
+        what="the replacing run runs",
+    )
+
+
+def test_at_runs_once_at_its_time(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
+    at = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=8)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    kubectl.apply(bgj("one-time-reindex", namespace, {"at": at, "job": script_job(OK)}))
+    job = wait_for(lambda: jobs(kubectl, namespace, "one-time-reindex"), what="the at run")[0]
+    assert ann(job, "not-before") == at and ann(job, "trigger") == "at"
+    st = wait_for(lambda: last_result(kubectl, "one-time-reindex", namespace, "Succeeded"), timeout=60, what="ran")
+    assert parse_time(
+        kubectl.json("get", "job", job["metadata"]["name"], "-n", namespace)["status"]["startTime"]
+    ) >= parse_time(at)  # type: ignore[operator]
+    assert st["lastRun"]["trigger"] == "at"
+    running_operator.restart()
+    time.sleep(3)
+    assert len(jobs(kubectl, namespace, "one-time-reindex")) == 1
