@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from nightshift.testing.cluster import ControlPlane
+from nightshift.testing.cluster import ControlPlane, issue_serving_cert
 from nightshift.testing.postgres import PostgresServer
+from nightshift.testing.procs import free_port
 
 
 class Kubectl:
@@ -91,7 +92,6 @@ class Operator:
     """The operator as its own process (`kopf run`), so tests can kill and restart it."""
 
     def __init__(self, cluster: ControlPlane, workdir: Path) -> None:
-        from nightshift.testing.procs import free_port
 
         self.cluster = cluster
         self.workdir = workdir
@@ -100,6 +100,8 @@ class Operator:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.history_dsn = ""
+        self.webhook_port = free_port()
+        self.webhook_cert, self.webhook_key = issue_serving_cert(cluster.workdir / "pki", workdir / "webhook")
 
     @property
     def log(self) -> Path:
@@ -117,6 +119,11 @@ class Operator:
             "NIGHTSHIFT_GATE_INTERVAL_SECONDS": "1",
             "NIGHTSHIFT_LOG_JSON": "false",
             "NIGHTSHIFT_HISTORY_DSN": self.history_dsn,
+            "NIGHTSHIFT_WEBHOOK_PORT": str(self.webhook_port),
+            "NIGHTSHIFT_WEBHOOK_HOST": "127.0.0.1",
+            "NIGHTSHIFT_WEBHOOK_CERTFILE": str(self.webhook_cert),
+            "NIGHTSHIFT_WEBHOOK_KEYFILE": str(self.webhook_key),
+            "NIGHTSHIFT_WEBHOOK_CAFILE": str(self.cluster.workdir / "pki" / "ca.crt"),
             **env,
         }
         out = open(self.log, "wb")

@@ -63,6 +63,16 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.posting.level = logging.WARNING
     settings.execution.max_workers = 8
+    if SETTINGS.webhook_port:
+        settings.admission.server = kopf.WebhookServer(
+            addr=SETTINGS.listen_address,
+            port=SETTINGS.webhook_port,
+            host=SETTINGS.webhook_host,
+            certfile=SETTINGS.webhook_certfile,
+            pkeyfile=SETTINGS.webhook_keyfile,
+            cafile=SETTINGS.webhook_cafile,
+        )
+        settings.admission.managed = GROUP
     if SETTINGS.history_dsn:
         global _history
         _history = HistoryWriter(SETTINGS.history_dsn, retention_days=SETTINGS.history_retention_days)
@@ -153,6 +163,37 @@ async def stop_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: 
     return {scope: (body.get("data") or {}).get("reason", "emergency stop")}
 
 
+# -- admission ----------------------------------------------------------------------------------------
+@kopf.on.validate(GROUP, VERSION, "backgroundjobs", operations=["CREATE", "UPDATE"], ignore_failures=True)
+async def validate(
+    spec: kopf.Spec, name: str | None, namespace: str | None, warnings: list[str], **kwargs: Any
+) -> None:
+    """Reject what the schema cannot: cron syntax, unknown built-ins, dependency cycles.
+
+    A missing dependency is only a warning: `kubectl apply -f dir/` creates objects in name order,
+    so a job may arrive before the job it depends on; it gets Ready=False until then.
+    The webhook fails open (failurePolicy Ignore): while the operator is down, the schema and CEL
+    rules still guard writes, and the operator reports anything else as Ready=False.
+    """
+    STATE.bind(kwargs)
+    try:
+        parsed = BackgroundJobSpec.model_validate(dict(spec))
+    except ValidationError as e:
+        raise kopf.AdmissionError(_errors(e), code=422) from e
+    problem = _problem(namespace or "", name or "", parsed)
+    if problem is None:
+        return
+    reason, message = problem
+    if reason == "DependencyNotFound":
+        warnings.append(message)
+        return
+    raise kopf.AdmissionError(f"{reason}: {message}", code=422)
+
+
+def _errors(e: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())[:1000]
+
+
 # -- BackgroundJob reconcile --------------------------------------------------------------------------
 @kopf.on.event(GROUP, VERSION, "backgroundjobs")
 async def on_bgj(event: kopf.RawEvent, namespace: str, name: str, body: kopf.Body, **kwargs: Any) -> None:
@@ -237,7 +278,7 @@ async def _reconcile(ns: str, name: str, body: dict[str, Any]) -> None:
     try:
         spec = BackgroundJobSpec.model_validate(body["spec"])
     except ValidationError as e:
-        message = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())[:1000]
+        message = _errors(e)
         ready = status_mod.condition(
             prev.get("conditions") or [], "Ready", "False", "InvalidSpec", message, generation, now()
         )

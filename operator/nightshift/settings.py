@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     use_priority_classes: bool = True
     max_concurrent_runs: int = Field(default=50, ge=1)
     gate_interval_seconds: float = Field(default=5.0, gt=0)
+    webhook_port: int | None = Field(default=None, description="Serve the validating webhook on this port.")
+    webhook_host: str | None = Field(default=None, description="Host name the API server dials (in the cert).")
+    webhook_certfile: str | None = None
+    webhook_keyfile: str | None = None
+    webhook_cafile: str | None = Field(default=None, description="CA of the serving cert, for the caBundle.")
     history_dsn: str | None = None
     history_retention_days: int = 30
     log_level: str = "INFO"

@@ -43,7 +43,7 @@ class State:
         self.bound = False
 
     def bind(self, kwargs: Mapping[str, Any]) -> None:
-        if self.bound:
+        if self.bound or "bgj_index" not in kwargs:
             return
         self.bgjs = kwargs["bgj_index"]
         self.jobs = kwargs["job_index"]

@@ -114,14 +114,28 @@ def test_name_longer_than_52_is_rejected(kubectl: Kubectl, operator: Operator, n
 def test_invalid_specs_get_ready_false(
     kubectl: Kubectl, running_operator: Operator, namespace: str, spec: dict[str, Any], reason: str, text: str
 ) -> None:
+    """The webhook rejects these first; with the operator down it fails open, and the operator reports them."""
+    wait_for(
+        lambda: kubectl.run("get", "validatingwebhookconfiguration", "nightshift.dev").returncode == 0,
+        what="webhook registered",
+    )
+    first = kubectl.run("apply", "-f", "-", input=__import__("json").dumps(bgj("broken", namespace, spec)))
+    if reason == "DependencyNotFound":
+        assert first.returncode == 0 and text in first.stderr  # a warning only
+        kubectl("delete", "bgj", "broken", "-n", namespace)
+    else:
+        assert first.returncode != 0 and text in first.stderr
+    running_operator.stop()
     kubectl.apply(bgj("broken", namespace, spec))
     kubectl.apply(bgj("fine", namespace, {"schedule": "@hourly", "job": {"builtin": "sql"}}))
+    running_operator.start()
     obj = wait_for(lambda: ready(kubectl, "broken", namespace), what="status")
     cond = condition_of(obj, "Ready")
     assert cond is not None and (cond["status"], cond["reason"]) == ("False", reason)
     assert text in cond["message"]
     assert condition_of(wait_for(lambda: ready(kubectl, "fine", namespace), what="fine"), "Ready")["status"] == "True"  # type: ignore[index]
-    events = kubectl.json("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=broken")["items"]
+    uid = obj["metadata"]["uid"]
+    events = kubectl.json("get", "events", "-n", namespace, "--field-selector", f"involvedObject.uid={uid}")["items"]
     assert [e["reason"] for e in events].count(reason) == 1
 
 
@@ -200,3 +214,22 @@ def test_run_completes_and_status_survives_restart(
     assert after["status"] == st
     assert sorted(j["metadata"]["name"] for j in kubectl.json("get", "jobs", "-n", namespace)["items"]) == jobs_before
     assert len(kubectl.json("get", "events", "-n", namespace)["items"]) == events_before
+
+
+def test_webhook_rejects_cycles_and_bad_schedules(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
+    def apply(name: str, spec: dict[str, Any]) -> Any:
+        return kubectl.run("apply", "-f", "-", input=__import__("json").dumps(bgj(name, namespace, spec)))
+
+    wait_for(
+        lambda: kubectl.run("get", "validatingwebhookconfiguration", "nightshift.dev").returncode == 0,
+        what="the webhook registered by the operator",
+    )
+    early = apply("downstream", {"dependsOn": [{"name": "upstream"}], "job": {"builtin": "sql"}})
+    assert early.returncode == 0 and "upstream does not exist" in early.stderr  # a warning, not a rejection
+    assert apply("upstream", {"runAfter": ["middle"], "job": {"builtin": "sql"}}).returncode == 0
+    cycle = apply("middle", {"dependsOn": [{"name": "downstream"}], "job": {"builtin": "sql"}})
+    assert cycle.returncode != 0 and "DependencyCycle" in cycle.stderr and "middle -> downstream" in cycle.stderr
+    bad = apply("badcron", {"schedule": "61 * * * *", "job": {"builtin": "sql"}})
+    assert bad.returncode != 0 and "not a valid cron expression" in bad.stderr
+    unknown = apply("unknown", {"schedule": "@daily", "job": {"builtin": "no-such-job"}})
+    assert unknown.returncode != 0 and "unknown built-in job" in unknown.stderr

@@ -151,6 +151,25 @@ def write_certs(pki: Path) -> None:
         (pki / name).chmod(0o600)
 
 
+def issue_serving_cert(pki: Path, out: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A serving certificate signed by the cluster's CA, e.g. for the operator's admission webhook."""
+    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), password=None)
+    assert isinstance(ca_key, rsa.RSAPrivateKey)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = _issue(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]),
+        key,
+        ca.subject,
+        ca_key,
+        sans=[x509.IPAddress(ipaddress.ip_address(host))],
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "webhook.crt").write_bytes(_pem_cert(cert))
+    (out / "webhook.key").write_bytes(_pem_key(key))
+    return out / "webhook.crt", out / "webhook.key"
+
+
 def kubeconfig_text(server: str, pki: Path) -> str:
     def b64(name: str) -> str:
         return base64.b64encode((pki / name).read_bytes()).decode()
