@@ -315,6 +315,26 @@ async def _reconcile(ns: str, name: str, body: dict[str, Any]) -> None:
     await _transitions(owner, spec, prev, new)
     await _set_status(owner, body, new)
     _export(ns, name, spec, new)
+    await _prune(owner, spec, runs)
+
+
+async def _prune(owner: render.Owner, spec: BackgroundJobSpec, runs: list[Run]) -> None:
+    """Keep the newest runs within the history limits, for every trigger.
+
+    The CronJob controller prunes only finished Jobs it owns; retries, triggered runs and skipped
+    or cancelled runs (suspended Jobs, never finished) are the operator's to prune. What is pruned
+    stays in status (monotone timestamps, lastRun) and in the PostgreSQL history.
+    """
+    for run in runs_mod.prunable(runs, gate.retry_rule(spec), spec.history.successful, spec.history.failed):
+        for a in run.attempts:
+            if (a.namespace, a.name) not in _pruned:
+                _pruned[(a.namespace, a.name)] = time.monotonic()
+                await kube().delete(JOBS, a.name, a.namespace, propagation="Background")
+    if len(_pruned) > 10000:
+        _pruned.clear()
+
+
+_pruned: dict[tuple[str, str], float] = {}
 
 
 def _record_history(spec: BackgroundJobSpec, runs: list[Run]) -> None:

@@ -214,3 +214,16 @@ def output_of(message: str | None) -> dict[str, Any] | None:
     except (ValueError, IndexError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def prunable(runs: list[Run], rule: RetryRule, keep_succeeded: int, keep_failed: int) -> list[Run]:
+    """Runs beyond the history limits, oldest first: successes beyond `keep_succeeded`, and failed,
+    skipped or cancelled runs beyond `keep_failed`. Runs still in progress are never pruned."""
+    ok, bad = [], []
+    for run in runs:
+        result, _ = state(run, rule)
+        if result == "Succeeded":
+            ok.append(run)
+        elif result in ("Failed", "Skipped", "Cancelled"):
+            bad.append(run)
+    return [*ok[: max(0, len(ok) - keep_succeeded)], *bad[: max(0, len(bad) - keep_failed)]]

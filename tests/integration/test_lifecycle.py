@@ -379,3 +379,20 @@ def test_at_runs_once_at_its_time(kubectl: Kubectl, running_operator: Operator, 
     running_operator.restart()
     time.sleep(3)
     assert len(jobs(kubectl, namespace, "one-time-reindex")) == 1
+
+
+def test_history_limits_prune_operator_runs(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
+    kubectl.apply(bgj("chatty", namespace, {"history": {"successful": 2, "failed": 1}, "job": script_job(OK)}))
+    for i in range(4):
+        trigger(kubectl, "chatty", namespace, f"n{i}")
+        wait_for(
+            lambda i=i: (
+                len(status(kubectl, "chatty", namespace).get("handledTriggers", [])) == i + 1
+                and last_result(kubectl, "chatty", namespace, "Succeeded")
+            ),
+            timeout=60,
+            what=f"run {i}",
+        )
+    wait_for(lambda: len(jobs(kubectl, namespace, "chatty")) == 2, timeout=30, what="pruned to the 2 newest")
+    st = status(kubectl, "chatty", namespace)
+    assert st["lastRun"]["result"] == "Succeeded" and st["lastSuccessfulTime"]

@@ -214,3 +214,24 @@ def test_state_outcome_annotation_wins(outcome: str, expected: tuple[str, str | 
 )
 def test_output_of(message: str | None, output: dict[str, object] | None) -> None:
     assert output_of(message) == output
+
+
+def test_prunable_keeps_the_newest_within_limits_and_never_active_runs() -> None:
+    from nightshift.runs import RetryRule, group, prunable
+    from tests.unit.factories import t, view
+
+    rule = RetryRule(0, frozenset({64, 65, 78}), True)
+    views = [
+        view(
+            f"ok{i}",
+            scheduled=t(2026, 1, i + 1),
+            suspend=False,
+            started=t(2026, 1, i + 1),
+            complete=t(2026, 1, i + 1, 1),
+        )
+        for i in range(5)
+    ]
+    views += [view(f"skip{i}", scheduled=t(2026, 2, i + 1), outcome="Skipped: x") for i in range(3)]
+    views += [view("active", scheduled=t(2026, 1, 1), suspend=False, started=t(2026, 1, 1))]
+    pruned = {r.id for r in prunable(group(views), rule, keep_succeeded=2, keep_failed=1)}
+    assert pruned == {"ok0", "ok1", "ok2", "skip0", "skip1"}
