@@ -23,7 +23,7 @@ from nightshift import gate, metrics, names, render, schedule
 from nightshift import runs as runs_mod
 from nightshift import status as status_mod
 from nightshift.history import AttemptRecord, HistoryWriter
-from nightshift.kube import BACKGROUNDJOBS, CRONJOBS, EVENTS, JOBS, ApiError, Kube
+from nightshift.kube import BACKGROUNDJOBS, CRONJOBS, EVENTS, JOBS, QUEUES, ApiError, Kube
 from nightshift.models import GROUP, VERSION, BackgroundJobSpec
 from nightshift.runs import AttemptView, Run, attempt_view, state
 from nightshift.settings import Settings
@@ -789,8 +789,23 @@ async def gate_pass() -> None:
                 if (owner and view.gate is None) or (view.gate or "").split(":")[1:2] != text.split(":")[1:2]:
                     if owner:
                         await event(owner, "Normal", "RunWaiting", f"run {view.run} waits: {decision.reason}")
-    for (ns, q), running in set(per_queue.items()) | {(k, 0) for k in waiting_per_queue}:
-        metrics.set_queue(ns, q or None, waiting_per_queue.get((ns, q), 0), snap.running_by_queue.get((ns, q), running))
+    for (ns, q), running in (
+        set(per_queue.items()) | {(k, 0) for k in waiting_per_queue} | {(k, 0) for k in _queue_status}
+    ):
+        counts = (waiting_per_queue.get((ns, q), 0), snap.running_by_queue.get((ns, q), running))
+        metrics.set_queue(ns, q or None, *counts)
+        if q and _queue_status.get((ns, q)) != counts and (ns, q) in snap.queues:
+            _queue_status[(ns, q)] = counts
+            try:
+                await kube().patch(
+                    QUEUES, q, {"status": {"waiting": counts[0], "running": counts[1]}}, ns, sub="status"
+                )
+            except ApiError as e:
+                if not e.not_found:
+                    raise
+
+
+_queue_status: dict[tuple[str, str], tuple[int, int]] = {}
 
 
 def _admissions() -> dict[tuple[str, str], list[dt.datetime]]:

@@ -173,5 +173,24 @@ def build(
             generation,
             now,
         ),
+        _dead_letter(conds, status.get("lastRun") or {}, generation, now),
     ]
     return {k: v for k, v in status.items() if v is not None}
+
+
+def _dead_letter(
+    conds: Sequence[Mapping[str, Any]], last: Mapping[str, Any], generation: int | None, now: dt.datetime
+) -> Obj:
+    """DeadLettered: the last run failed for good; `nightshift retry NAME` runs it again."""
+    if last.get("result") == "Failed":
+        return condition(
+            conds,
+            "DeadLettered",
+            "True",
+            "RunFailed",
+            f"run {last.get('id')} failed after {last.get('attempts', 0)} attempts: {last.get('reason', '')}"
+            f"; `nightshift retry` runs it again",
+            generation,
+            now,
+        )
+    return condition(conds, "DeadLettered", "False", "NoFailedRun", "", generation, now)

@@ -103,6 +103,7 @@ class Watch(threading.Thread):
         self.last: dict[str, tuple[str, str]] = {}  # name -> (lastRun.id, lastRun.result)
         self.seen: dict[tuple[str, str, str], float] = {}  # (name, run id, result) -> monotonic time
         self.events = 0
+        self.stopping = False
 
     def run(self) -> None:
         path = f"/apis/nightshift.dev/v1alpha1/namespaces/{NAMESPACE}/backgroundjobs?watch=1"
@@ -114,6 +115,8 @@ class Watch(threading.Thread):
                 while line := resp.readline():
                     self._handle(json.loads(line))
             except Exception as e:  # reconnect; the first events of a new watch re-list every object
+                if self.stopping:
+                    return
                 say(f"watch reconnecting after {e!r}")
                 time.sleep(0.5)
 
@@ -199,14 +202,18 @@ def job_name(i: int) -> str:
     return f"bench-{i:04d}"
 
 
-def kwok_job() -> dict[str, Any]:
-    return {"image": "nightshift:bench", "command": ["true"], **kwok_pod_template()}
+def bench_spec() -> dict[str, Any]:
+    """On demand, runs go to KWOK; history limits high enough that the operator prunes none of them."""
+    return {
+        "job": {"image": "nightshift:bench", "command": ["true"], **kwok_pod_template()},
+        "history": {"successful": 20, "failed": 20},
+    }
 
 
 def create_bgjs(kubectl: Kubectl, first: int, last: int) -> None:
     """BackgroundJobs first..last-1 (on demand, runs go to KWOK), in multi-item Lists of 100."""
     for start in range(first, last, 100):
-        items = [bgj(job_name(i), NAMESPACE, {"job": kwok_job()}) for i in range(start, min(last, start + 100))]
+        items = [bgj(job_name(i), NAMESPACE, bench_spec()) for i in range(start, min(last, start + 100))]
         kubectl.apply({"apiVersion": "v1", "kind": "List", "items": items})
 
 
@@ -259,7 +266,7 @@ def seed_history(api: Api, jobs: list[str], rounds: int, workers: int = 4) -> No
     t0 = time.monotonic()
     base = f"/apis/nightshift.dev/v1alpha1/namespaces/{NAMESPACE}/backgroundjobs"
     uids = {o["metadata"]["name"]: o["metadata"]["uid"] for o in api.request("GET", base)["items"]}
-    spec = BackgroundJobSpec.model_validate({"job": kwok_job()})
+    spec = BackgroundJobSpec.model_validate(bench_spec())
     settings = Settings()
     start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=rounds + 1)
 
@@ -448,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="nightshift-bench-"))
     cp = ControlPlane(workdir / "cluster", bin_dir=Path(bin_dir), local_node=False, kwok=True, quiet=True)
     op: Operator | None = None
+    watch: Watch | None = None
     try:
         say(f"starting control plane in {workdir}")
         cp.start()
@@ -516,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
         args.keep = True
         return 1
     finally:
+        if watch is not None:
+            watch.stopping = True
         if op is not None:
             op.stop()
         cp.stop()

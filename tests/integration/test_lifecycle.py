@@ -170,6 +170,10 @@ def test_queue_concurrency_two_admits_by_priority(kubectl: Kubectl, running_oper
         lambda: all(ann(j, "gate") and "QueuePaused" in (ann(j, "gate") or "") for j in jobs(kubectl, namespace)),
         what="all waiting on the paused queue",
     )
+    wait_for(
+        lambda: kubectl.json("get", "bgjq", "analysis", "-n", namespace).get("status", {}).get("waiting") == 10,
+        what="queue status counts 10 waiting",
+    )
     kubectl("patch", "bgjq", "analysis", "-n", namespace, "--type=merge", "-p", '{"spec": {"paused": false}}')
     max_seen = 0
 

@@ -44,7 +44,7 @@ def test_basic_status_of_a_scheduled_job() -> None:
     assert st["nextScheduleTime"] == "2026-03-10T13:00:00Z"  # 09:00 EDT
     assert st["missedRuns"] == 0 and st["skippedRuns"] == 0 and st["waiting"] == 0 and st["active"] == 0
     assert st["handledTriggers"] == []
-    assert [c["type"] for c in st["conditions"]] == ["Ready", "Suspended", "Running", "Quarantined"]
+    assert [c["type"] for c in st["conditions"]] == ["Ready", "Suspended", "Running", "Quarantined", "DeadLettered"]
     ready = cond(st, "Ready")
     assert ready["status"] == "True" and ready["reason"] == "Reconciled"
     assert ready["message"] == "schedule 0 9 * * *"
@@ -257,3 +257,12 @@ def test_condition_helper() -> None:
 def test_ts() -> None:
     assert status.ts(None) is None
     assert status.ts(dt.datetime(2026, 1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=1)))) == "2026-01-01T00:00:00Z"
+
+
+def test_dead_lettered_condition_follows_the_last_run() -> None:
+    s = spec(**DAILY)
+    st = build(s, [failed("r1", day(1), code=64)])
+    dl = cond(st, "DeadLettered")
+    assert dl["status"] == "True" and dl["reason"] == "RunFailed" and "nightshift retry" in dl["message"]
+    ok = build(s, [failed("r1", day(1), code=64), succeeded("r2", day(2))], st, now=day(2) + HOUR)
+    assert cond(ok, "DeadLettered")["status"] == "False"
