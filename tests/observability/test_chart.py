@@ -255,3 +255,20 @@ def test_values_schema_is_closed_at_every_object_level() -> None:
     assert list(_objects_without_closed_schema(schema)) == []
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(values) == set(schema["properties"])
+
+
+def test_webhook_values_render_service_env_and_cert_mount() -> None:
+    objs = _render("--set", "webhook.enabled=true", "--set", "webhook.certSecret=nightshift-webhook-tls")
+    dep = _one(objs, "Deployment")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["NIGHTSHIFT_WEBHOOK_PORT"] == "9443"
+    assert (
+        env["NIGHTSHIFT_WEBHOOK_HOST"].endswith("-webhook.nightshift-system.svc")
+        or ".svc" in env["NIGHTSHIFT_WEBHOOK_HOST"]
+    )
+    assert env["NIGHTSHIFT_WEBHOOK_CAFILE"] == "/etc/nightshift/webhook/ca.crt"
+    vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert vols["webhook-cert"]["secret"]["secretName"] == "nightshift-webhook-tls"
+    services = [o for o in objs if o["kind"] == "Service" and o["metadata"]["name"].endswith("-webhook")]
+    assert services and services[0]["spec"]["ports"][0]["port"] == 9443
