@@ -26,7 +26,6 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from types import FrameType
 
 import yaml
 from cryptography import x509
@@ -34,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from nightshift.testing.procs import die_with_parent, free_port
+from nightshift.testing.procs import die_with_parent, free_port, stop_on_signals
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LOCAL_NODE = "nightshift-local"
@@ -451,19 +450,12 @@ def kwok_pod_template() -> dict[str, object]:
 
 def _up(workdir: Path) -> int:
     cp = ControlPlane(workdir)
-    stop = False
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stopped = stop_on_signals()
     (workdir / "pid").parent.mkdir(parents=True, exist_ok=True)
     (workdir / "pid").write_text(str(os.getpid()))
     try:
         cp.start()
-        while not stop:
+        while not stopped():
             cp.check_alive()
             time.sleep(1)
     finally:

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 
 from nightshift.testing.cluster import REPO_ROOT, ControlPlane
 from nightshift.testing.postgres import PostgresServer
-from nightshift.testing.procs import die_with_parent, free_port
+from nightshift.testing.procs import die_with_parent, free_port, stop_on_signals
 
 NAMESPACE = "nightshift-demo"
 DEMO = REPO_ROOT / "manifests" / "demo"
@@ -56,14 +54,7 @@ def setup(cp: ControlPlane, pg: PostgresServer) -> str:
 
 def main() -> int:
     workdir = REPO_ROOT / ".run"
-    stop = False
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stopped = stop_on_signals()
     if workdir.exists():
         subprocess.run(["rm", "-rf", str(workdir)], check=True)
     say("starting the control plane (etcd, kube-apiserver, controllers, scheduler, KWOK, local node)")
@@ -96,7 +87,7 @@ def main() -> int:
             say(f"operator running (metrics http://127.0.0.1:{port}/metrics, log {workdir / 'operator.log'})")
             say(f"in another shell: export KUBECONFIG={cp.kubeconfig}; nightshift -n {NAMESPACE} status")
             say("Ctrl-C stops everything")
-            while not stop:
+            while not stopped():
                 if operator.poll() is not None:
                     say(f"the operator exited ({operator.returncode}); see {workdir / 'operator.log'}")
                     return 1
@@ -106,7 +97,7 @@ def main() -> int:
                     flush=True,
                 )
                 for _ in range(10):
-                    if stop:
+                    if stopped():
                         break
                     time.sleep(0.5)
         finally:
