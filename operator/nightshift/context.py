@@ -1,0 +1,84 @@
+"""What the operator's modules share at run time: settings, the API client, the wake-up, events.
+
+Kept in one small module so handlers, run lifecycle and the gate need no globals of each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+
+from nightshift import render
+from nightshift.history import HistoryWriter
+from nightshift.kube import EVENTS, ApiError, Kube
+from nightshift.settings import Settings
+
+log = logging.getLogger("nightshift")
+SETTINGS = Settings()
+WAKE = asyncio.Event()  # set when the gate should look again (a Job changed, a run was created)
+STARTED = time.time()
+_kube: Kube | None = None
+_history: HistoryWriter | None = None
+
+
+def kube() -> Kube:
+    global _kube
+    if _kube is None:
+        _kube = Kube.from_env()
+    return _kube
+
+
+async def close() -> None:
+    if _kube is not None:
+        await _kube.close()
+
+
+def history() -> HistoryWriter | None:
+    return _history
+
+
+def start_history(dsn: str, retention_days: int) -> None:
+    global _history
+    _history = HistoryWriter(dsn, retention_days=retention_days)
+    _history.start()
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def epoch(value: str | None) -> float | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+async def event(owner: render.Owner, type_: str, reason: str, message: str) -> None:
+    t = now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    body = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{owner.name}.", "namespace": owner.namespace},
+        "involvedObject": {
+            "apiVersion": owner.api_version,
+            "kind": owner.kind,
+            "name": owner.name,
+            "namespace": owner.namespace,
+            "uid": owner.uid,
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message[:1024],
+        "firstTimestamp": t[:19] + "Z",
+        "lastTimestamp": t[:19] + "Z",
+        "count": 1,
+        "source": {"component": "nightshift"},
+        "reportingComponent": "nightshift",
+        "reportingInstance": "nightshift",
+    }
+    try:
+        await kube().create(EVENTS, body)
+    except ApiError as e:
+        log.warning("event %s on %s/%s not posted: %s", reason, owner.namespace, owner.name, e)
