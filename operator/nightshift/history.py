@@ -129,6 +129,8 @@ class HistoryWriter:
         key = (rec.namespace, rec.job_name, rec.result)
         if key in self.written:
             return
+        if len(self.written) > 100_000:  # forgetting only costs an idempotent upsert again
+            self.written.clear()
         self.written.add(key)
         if len(self.buffer) >= self.bound:
             self.buffer.popleft()

@@ -7,7 +7,6 @@ crash or a restart gets AlreadyExists instead of a second run.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from nightshift import gate, metrics, names, render, schedule
@@ -31,13 +30,13 @@ async def prune(owner: render.Owner, spec: BackgroundJobSpec, runs: list[Run]) -
     for run in runs_mod.prunable(runs, gate.retry_rule(spec), spec.history.successful, spec.history.failed):
         for a in run.attempts:
             if (a.namespace, a.name) not in _pruned:
-                _pruned[(a.namespace, a.name)] = time.monotonic()
+                _pruned.add((a.namespace, a.name))
                 await kube().delete(JOBS, a.name, a.namespace, propagation="Background")
     if len(_pruned) > 10000:
         _pruned.clear()
 
 
-_pruned: dict[tuple[str, str], float] = {}
+_pruned: set[tuple[str, str]] = set()  # deletes already sent; the watch removes the Jobs soon after
 
 
 def record_history(spec: BackgroundJobSpec, runs: list[Run]) -> None:
@@ -120,13 +119,12 @@ async def create_due_runs(
                 )
             )
     chained = chain_run(owner.namespace, owner.name, spec)
-    if chained:
-        todo.append(("", chained))
+    if chained and f"@chain:{chained.run}" not in handled:  # remembered: a pruned chained run stays done
+        todo.append((f"@chain:{chained.run}", chained))
     for marker, attempt in todo:
-        if await create_attempt(owner, spec, attempt) is not None and marker:
+        if await create_attempt(owner, spec, attempt) is not None:
             await event(owner, "Normal", "RunCreated", f"run {attempt.run} created ({attempt.trigger})")
-        if marker:
-            handled.append(marker)
+        handled.append(marker)
     return handled
 
 
