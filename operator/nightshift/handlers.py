@@ -179,6 +179,7 @@ async def on_bgj(event: kopf.RawEvent, namespace: str, name: str, body: kopf.Bod
     STATE.bind(kwargs)
     if event.get("type") == "DELETED":
         metrics.forget_job(namespace, name)
+        _locks.pop((namespace, name), None)
         return
     await reconcile(namespace, name, dict(body))
     WAKE.set()
@@ -241,10 +242,18 @@ async def reconcile(ns: str, name: str, body: dict[str, Any] | None) -> None:
                 }
             await _reconcile(ns, name, body)
         except Exception:
-            log.exception("reconcile %s/%s failed", ns, name)
+            delay = min(_backoff.get((ns, name), 2.5) * 2, 300.0)
+            _backoff[(ns, name)] = delay
+            log.exception("reconcile %s/%s failed; again in %.0fs", ns, name, delay)
             metrics.observe_reconcile("backgroundjob", time.monotonic() - t0, error=True)
+            # Level-based: no event may come soon, so try again by ourselves, backing off to 5 minutes.
+            asyncio.get_running_loop().call_later(delay, lambda: asyncio.ensure_future(reconcile(ns, name, None)))
             return
+        _backoff.pop((ns, name), None)
         metrics.observe_reconcile("backgroundjob", time.monotonic() - t0)
+
+
+_backoff: dict[tuple[str, str], float] = {}
 
 
 async def _reconcile(ns: str, name: str, body: dict[str, Any]) -> None:
