@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from nightshift.testing.cluster import ControlPlane, issue_serving_cert
+from nightshift.testing.cluster import ControlPlane
+from nightshift.testing.operatorproc import OperatorProcess, install_crds
 from nightshift.testing.postgres import PostgresServer
-from nightshift.testing.procs import free_port
 
 
 class Kubectl:
@@ -88,113 +87,17 @@ def namespace(kubectl: Kubectl) -> Iterator[str]:
 REPO = Path(__file__).resolve().parents[1]
 
 
-class Operator:
-    """The operator as its own process (`kopf run`), so tests can kill and restart it."""
-
-    def __init__(self, cluster: ControlPlane, workdir: Path) -> None:
-
-        self.cluster = cluster
-        self.workdir = workdir
-        self.metrics_port = free_port()
-        self.health_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        self.history_dsn = ""
-        self.webhook_port = free_port()
-        self.webhook_cert, self.webhook_key = issue_serving_cert(cluster.workdir / "pki", workdir / "webhook")
-
-    @property
-    def log(self) -> Path:
-        return self.workdir / f"operator-{self.starts}.log"
-
-    def start(self, **env: str) -> None:
-        self.starts += 1
-        environ = {
-            **os.environ,
-            "KUBECONFIG": str(self.cluster.kubeconfig),
-            "NIGHTSHIFT_JOBS_IMAGE": "nightshift:test",
-            "NIGHTSHIFT_METRICS_PORT": str(self.metrics_port),
-            "NIGHTSHIFT_HEALTH_PORT": str(self.health_port),
-            "NIGHTSHIFT_LISTEN_ADDRESS": "127.0.0.1",
-            "NIGHTSHIFT_GATE_INTERVAL_SECONDS": "1",
-            "NIGHTSHIFT_LOG_JSON": "false",
-            "NIGHTSHIFT_HISTORY_DSN": self.history_dsn,
-            "NIGHTSHIFT_WEBHOOK_PORT": str(self.webhook_port),
-            "NIGHTSHIFT_WEBHOOK_HOST": "127.0.0.1",
-            "NIGHTSHIFT_WEBHOOK_CERTFILE": str(self.webhook_cert),
-            "NIGHTSHIFT_WEBHOOK_KEYFILE": str(self.webhook_key),
-            "NIGHTSHIFT_WEBHOOK_CAFILE": str(self.cluster.workdir / "pki" / "ca.crt"),
-            **env,
-        }
-        out = open(self.log, "wb")
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "nightshift-operator")],
-            env=environ,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-        out.close()
-        import urllib.request
-
-        def healthy() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"operator exited: {self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        wait_for(healthy, timeout=60, what="operator liveness")
-
-    def stop(self, kill: bool = False) -> None:
-        if self.proc and self.proc.poll() is None:
-            if kill:
-                self.proc.kill()
-            else:
-                self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def restart(self, kill: bool = False) -> None:
-        self.stop(kill=kill)
-        self.start()
-
-    def metrics(self) -> str:
-        import urllib.request
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
-            return r.read().decode()
-
-
-def install_crds(kubectl: Kubectl) -> None:
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    for name in ("backgroundjobs", "backgroundjobqueues"):
-        kubectl("wait", "--for=condition=Established", f"crd/{name}.nightshift.dev", "--timeout=30s")
-    for i, prio in enumerate(("low", "medium", "high", "critical")):
-        kubectl.apply(
-            {
-                "apiVersion": "scheduling.k8s.io/v1",
-                "kind": "PriorityClass",
-                "metadata": {"name": f"nightshift-{prio}"},
-                "value": 1000 * (i + 1),
-            }
-        )
+Operator = OperatorProcess  # the name the tests and the bench use
 
 
 @pytest.fixture(scope="session")
 def operator(
     cluster: ControlPlane, kubectl: Kubectl, postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
-    install_crds(kubectl)
-    op = Operator(cluster, tmp_path_factory.mktemp("operator"))
-    op.history_dsn = postgres.create_database("nightshift_history")
+    install_crds(cluster)
+    op = OperatorProcess(
+        cluster, tmp_path_factory.mktemp("operator"), history_dsn=postgres.create_database("nightshift_history")
+    )
     op.start()
     yield op
     op.stop()

@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         cp.start()
         op = Operator(cp, workdir)  # after start: it may need the control plane's PKI
         kubectl = Kubectl(cp)
-        install_crds(kubectl)
+        install_crds(kubectl.cp)
         kubectl("create", "namespace", NAMESPACE)
         api = Api(cp)
         watch = Watch(api)

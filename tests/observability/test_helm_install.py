@@ -199,7 +199,7 @@ def test_template_with_monitoring_on(helm: Helm, kubectl: Kubectl, tmp_path: Pat
 def test_install_and_uninstall(helm: Helm, kubectl: Kubectl) -> None:
     # What the session's `operator` fixture does (idempotent): the CRDs --skip-crds relies on, and the
     # session's own nightshift-<level> PriorityClasses the release must leave alone.
-    install_crds(kubectl)
+    install_crds(kubectl.cp)
     session_classes = {
         pc["metadata"]["name"]: pc
         for pc in kubectl.json("get", "priorityclasses")["items"]
