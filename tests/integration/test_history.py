@@ -55,6 +55,14 @@ def test_rows_after_runs(kubectl: Kubectl, running_operator: Operator, namespace
         ("good", 1, "Succeeded"),
         ("flaky", 2, "Failed"),
     }
+    from tests.integration.test_cli import cli
+
+    env_dsn = cli(running_operator, "-n", namespace, "-o", "json", "history", "flaky", "--dsn", dsn)
+    assert env_dsn.returncode == 0, env_dsn.stderr
+    assert [(h["attempt"], h["result"]) for h in __import__("json").loads(env_dsn.stdout)] == [
+        (2, "Failed"),
+        (1, "Failed"),
+    ]
     running_operator.restart()  # a restart re-offers the same records: still one row per attempt
     assert len(rows(dsn, namespace)) == 3
 

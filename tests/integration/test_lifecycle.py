@@ -400,3 +400,39 @@ def test_history_limits_prune_operator_runs(kubectl: Kubectl, running_operator: 
     wait_for(lambda: len(jobs(kubectl, namespace, "chatty")) == 2, timeout=30, what="pruned to the 2 newest")
     st = status(kubectl, "chatty", namespace)
     assert st["lastRun"]["result"] == "Succeeded" and st["lastSuccessfulTime"]
+
+
+def test_missed_runs_are_counted_and_caught_up(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
+    """kube-controller-manager frozen across two scheduled minutes: the CronJob controller runs only the
+    latest (kubernetes #42649); nightshift counts the miss and, with RunAll, runs it too."""
+    cp = running_operator.cluster
+    kubectl.apply(
+        bgj("every-minute", namespace, {"schedule": "* * * * *", "missedRuns": "RunAll", "job": script_job(OK)})
+    )
+    wait_for(
+        lambda: last_result(kubectl, "every-minute", namespace, "Succeeded"), timeout=100, what="first scheduled run"
+    )
+    now = dt.datetime.now(dt.UTC)
+    cp.pause("kube-controller-manager")
+    try:
+        next_minute = now.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+        time.sleep((next_minute + dt.timedelta(minutes=1, seconds=5) - dt.datetime.now(dt.UTC)).total_seconds())
+    finally:
+        cp.resume("kube-controller-manager")
+
+    def caught_up() -> dict[str, Any] | None:
+        st = status(kubectl, "every-minute", namespace)
+        triggers = [ann(j, "trigger") for j in jobs(kubectl, namespace, "every-minute")]
+        return st if st.get("missedRuns", 0) >= 1 and "catchup" in triggers else None
+
+    st = wait_for(caught_up, timeout=90, what="missed run counted and caught up")
+    catchups = [j for j in jobs(kubectl, namespace, "every-minute") if ann(j, "trigger") == "catchup"]
+    assert len(catchups) == st["missedRuns"]
+    assert parse_time(ann(catchups[0], "scheduled-time")) == next_minute  # the minute that never got a Job
+    wait_for(
+        lambda: all(done(j) == "Complete" for j in jobs(kubectl, namespace, "every-minute")),
+        timeout=60,
+        what="catch-up runs complete",
+    )
+    events = kubectl.json("get", "events", "-n", namespace, "--field-selector", "reason=MissedRuns")["items"]
+    assert events and "caught up" in events[0]["message"]
