@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from nightshift import graph, names, schedule
-from nightshift.kube import BACKGROUNDJOBS, CONFIGMAPS, CRONJOBS, EVENTS, JOBS, PODS, ApiError, Kube
+from nightshift.kube import BACKGROUNDJOBS, CONFIGMAPS, CRONJOBS, EVENTS, JOBS, PODS, ApiError, Kube, event_body
 from nightshift.models import BackgroundJobSpec
 from nightshift.runs import attempt_view, group, parse_time, with_pod
 
@@ -496,29 +496,14 @@ def _job_from_cronjob(cronjob: dict[str, Any], bgj: dict[str, Any], run: str, t:
 
 async def _event(kube: Kube, obj: dict[str, Any], reason: str, message: str) -> None:
     md = obj["metadata"]
-    t = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    await kube.create(
-        EVENTS,
-        {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{md['name']}.", "namespace": md["namespace"]},
-            "involvedObject": {
-                "apiVersion": obj.get("apiVersion", "batch/v1"),
-                "kind": obj.get("kind", "Job"),
-                "name": md["name"],
-                "namespace": md["namespace"],
-                "uid": md["uid"],
-            },
-            "type": "Warning",
-            "reason": reason,
-            "message": message,
-            "firstTimestamp": t,
-            "lastTimestamp": t,
-            "count": 1,
-            "source": {"component": "nightshift-cli"},
-        },
-    )
+    involved = {
+        "apiVersion": obj.get("apiVersion", "batch/v1"),
+        "kind": obj.get("kind", "Job"),
+        "name": md["name"],
+        "namespace": md["namespace"],
+        "uid": md["uid"],
+    }
+    await kube.create(EVENTS, event_body(involved, "Warning", reason, message, component="nightshift-cli"))
 
 
 def parser() -> argparse.ArgumentParser:

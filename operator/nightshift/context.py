@@ -12,7 +12,7 @@ import time
 
 from nightshift import render
 from nightshift.history import HistoryWriter
-from nightshift.kube import EVENTS, ApiError, Kube
+from nightshift.kube import EVENTS, ApiError, Kube, event_body
 from nightshift.settings import Settings
 
 log = logging.getLogger("nightshift")
@@ -56,29 +56,14 @@ def epoch(value: str | None) -> float | None:
 
 
 async def event(owner: render.Owner, type_: str, reason: str, message: str) -> None:
-    t = now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    body = {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{owner.name}.", "namespace": owner.namespace},
-        "involvedObject": {
-            "apiVersion": owner.api_version,
-            "kind": owner.kind,
-            "name": owner.name,
-            "namespace": owner.namespace,
-            "uid": owner.uid,
-        },
-        "type": type_,
-        "reason": reason,
-        "message": message[:1024],
-        "firstTimestamp": t[:19] + "Z",
-        "lastTimestamp": t[:19] + "Z",
-        "count": 1,
-        "source": {"component": "nightshift"},
-        "reportingComponent": "nightshift",
-        "reportingInstance": "nightshift",
+    involved = {
+        "apiVersion": owner.api_version,
+        "kind": owner.kind,
+        "name": owner.name,
+        "namespace": owner.namespace,
+        "uid": owner.uid,
     }
     try:
-        await kube().create(EVENTS, body)
+        await kube().create(EVENTS, event_body(involved, type_, reason, message))
     except ApiError as e:
         log.warning("event %s on %s/%s not posted: %s", reason, owner.namespace, owner.name, e)

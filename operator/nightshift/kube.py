@@ -7,6 +7,7 @@ what the pure render functions produce and what the API speaks.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import ssl
 from collections.abc import AsyncIterator, Mapping
@@ -277,6 +278,26 @@ class Kube:
                     status = event.get("object", {})
                     raise ApiError(status.get("code", 500), status.get("reason", ""), status.get("message", ""))
                 yield event["type"], event["object"]
+
+
+def event_body(involved: Obj, type_: str, reason: str, message: str, component: str = "nightshift") -> Obj:
+    """A core/v1 Event about `involved` (apiVersion, kind, name, namespace, uid)."""
+    t = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{involved['name']}.", "namespace": involved["namespace"]},
+        "involvedObject": involved,
+        "type": type_,
+        "reason": reason,
+        "message": message[:1024],
+        "firstTimestamp": t,
+        "lastTimestamp": t,
+        "count": 1,
+        "source": {"component": component},
+        "reportingComponent": component,
+        "reportingInstance": component,
+    }
 
 
 def _api_error(status: int, text: str) -> ApiError:
