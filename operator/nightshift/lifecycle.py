@@ -79,16 +79,20 @@ async def create_due_runs(
     """Runs the operator creates itself: run-now nonces, runOnCreate, `at`, chained runs."""
     ann = body["metadata"].get("annotations") or {}
     nonce = ann.get(names.ANN_RUN_NOW)
+    # A nonce is remembered as itself, or as a digest if too long for status.handledTriggers.
+    marker = nonce if nonce is None or len(nonce) <= 100 else f"@nonce:{names.digest(nonce, size=32)}"
     todo: list[tuple[str, render.Attempt]] = []
-    if nonce and nonce not in handled:
-        params = {}
+    if nonce and marker and marker not in handled:
         try:
             params = json.loads(ann.get(names.ANN_RUN_NOW + "-params") or "{}")
         except ValueError:
-            pass
+            params = None
+        if not isinstance(params, dict):  # bad input never stops the run: it runs with the job's own params
+            await event(owner, "Warning", "InvalidRunParams", "run-now-params is not a JSON object; ignored")
+            params = {}
         todo.append(
             (
-                nonce,
+                marker,
                 render.Attempt(
                     names.run_id(owner.name, "manual", nonce),
                     trigger="manual",
@@ -105,13 +109,13 @@ async def create_due_runs(
             )
         )
     if spec.at is not None:
-        marker = f"@at:{status_mod.ts(spec.at)}"
-        if marker not in handled:
+        at_marker = f"@at:{status_mod.ts(spec.at)}"
+        if at_marker not in handled:
             todo.append(
                 (
-                    marker,
+                    at_marker,
                     render.Attempt(
-                        names.run_id(owner.name, "at", marker),
+                        names.run_id(owner.name, "at", at_marker),
                         trigger="at",
                         scheduled_time=spec.at,
                         not_before=spec.at,
@@ -121,10 +125,10 @@ async def create_due_runs(
     chained = chain_run(owner.namespace, owner.name, spec)
     if chained and f"@chain:{chained.run}" not in handled:  # remembered: a pruned chained run stays done
         todo.append((f"@chain:{chained.run}", chained))
-    for marker, attempt in todo:
+    for done, attempt in todo:
         if await create_attempt(owner, spec, attempt) is not None:
             await event(owner, "Normal", "RunCreated", f"run {attempt.run} created ({attempt.trigger})")
-        handled.append(marker)
+        handled.append(done)
     return handled
 
 

@@ -436,3 +436,22 @@ def test_missed_runs_are_counted_and_caught_up(kubectl: Kubectl, running_operato
     )
     events = kubectl.json("get", "events", "-n", namespace, "--field-selector", "reason=MissedRuns")["items"]
     assert events and "caught up" in events[0]["message"]
+
+
+def test_bad_trigger_input_never_stops_a_run(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
+    long_nonce = "x" * 300
+    kubectl.apply(
+        bgj(
+            "odd",
+            namespace,
+            {"job": script_job(OK)},
+            annotations={"nightshift.dev/run-now": long_nonce, "nightshift.dev/run-now-params": "[1, 2]"},
+        )
+    )
+    st = wait_for(lambda: last_result(kubectl, "odd", namespace, "Succeeded"), timeout=60, what="run despite odd input")
+    assert len(st["handledTriggers"]) == 1 and st["handledTriggers"][0].startswith("@nonce:")
+    reasons = [e["reason"] for e in kubectl.json("get", "events", "-n", namespace)["items"]]
+    assert "InvalidRunParams" in reasons
+    running_operator.restart()
+    time.sleep(3)
+    assert len(jobs(kubectl, namespace, "odd")) == 1
