@@ -197,6 +197,9 @@ async def create_attempt(
     except ApiError as e:
         if e.conflict:
             return None
+        if e.status in (400, 422):  # the API server refuses this job's pod template: say so, once per run
+            await event(owner, "Warning", "RunRejected", f"run {attempt.run} could not be created: {e.message}")
+            return None
         raise
     WAKE.set()
     return created
