@@ -125,18 +125,22 @@ def _children_alive(pids: list[int]) -> list[int]:
     return alive
 
 
-def test_up_and_down_leave_no_process(tmp_path: Path, cluster: ControlPlane) -> None:
-    """`make cluster` / `make cluster-down` path, and stopping an interrupted owner (SIGKILL)."""
-    env = {**os.environ, "NIGHTSHIFT_BIN_DIR": str(cluster.bin_dir)}
-    up = subprocess.Popen(
-        [sys.executable, "-m", "nightshift.testing.cluster", "up", "--dir", str(tmp_path / "a")],
+def _cluster_up(workdir: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """`python -m nightshift.testing.cluster up` in the background, once ready, with its children's pids."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nightshift.testing.cluster", "up", "--dir", str(workdir)],
         env=env,
         stderr=subprocess.DEVNULL,
     )
-    wait_for(lambda: (tmp_path / "a" / "ready").exists(), timeout=90, what="ready")
-    children = [
-        int(p) for p in subprocess.run(["pgrep", "-P", str(up.pid)], capture_output=True, text=True).stdout.split()
-    ]
+    wait_for(lambda: (workdir / "ready").exists(), timeout=90, what="ready")
+    out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout
+    return proc, [int(p) for p in out.split()]
+
+
+def test_up_and_down_leave_no_process(tmp_path: Path, cluster: ControlPlane) -> None:
+    """`make cluster` / `make cluster-down` path, and stopping an interrupted owner (SIGKILL)."""
+    env = {**os.environ, "NIGHTSHIFT_BIN_DIR": str(cluster.bin_dir)}
+    up, children = _cluster_up(tmp_path / "a", env)
     assert len(children) >= 6
     subprocess.run(
         [sys.executable, "-m", "nightshift.testing.cluster", "down", "--dir", str(tmp_path / "a")], check=True, env=env
@@ -144,15 +148,7 @@ def test_up_and_down_leave_no_process(tmp_path: Path, cluster: ControlPlane) -> 
     up.wait(timeout=30)
     wait_for(lambda: not _children_alive(children), timeout=15, what="children gone")
 
-    killed = subprocess.Popen(
-        [sys.executable, "-m", "nightshift.testing.cluster", "up", "--dir", str(tmp_path / "b")],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for(lambda: (tmp_path / "b" / "ready").exists(), timeout=90, what="ready")
-    children = [
-        int(p) for p in subprocess.run(["pgrep", "-P", str(killed.pid)], capture_output=True, text=True).stdout.split()
-    ]
+    killed, children = _cluster_up(tmp_path / "b", env)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     wait_for(lambda: not _children_alive(children), timeout=30, what="children of a killed owner gone")
