@@ -180,6 +180,7 @@ async def on_bgj(event: kopf.RawEvent, namespace: str, name: str, body: kopf.Bod
     if event.get("type") == "DELETED":
         metrics.forget_job(namespace, name)
         _locks.pop((namespace, name), None)
+        _written.pop((namespace, name), None)
         return
     await reconcile(namespace, name, dict(body))
     WAKE.set()
@@ -259,7 +260,7 @@ _backoff: dict[tuple[str, str], float] = {}
 async def _reconcile(ns: str, name: str, body: dict[str, Any]) -> None:
     md = body["metadata"]
     owner = render.Owner(name, ns, md["uid"])
-    prev = body.get("status") or {}
+    prev = _last_status(owner, body)
     generation = md.get("generation")
     created = md.get("creationTimestamp")
     metrics.known_job(ns, name, epoch(created))
@@ -407,9 +408,14 @@ async def _transitions(owner: render.Owner, spec: BackgroundJobSpec, prev: dict[
             await event(owner, "Warning", "RunFailed", f"run {run['id']} failed for good: {run.get('reason', '')}")
         else:
             await event(owner, "Normal", "RunSucceeded", f"run {run['id']} succeeded")
+    was = any(c["type"] == "Quarantined" and c["status"] == "True" for c in prev.get("conditions") or [])
     quarantined = next(c for c in new["conditions"] if c["type"] == "Quarantined")["status"] == "True"
     if quarantined and not spec.suspend:
         await kube().patch(BACKGROUNDJOBS, owner.name, {"spec": {"suspend": True}}, owner.namespace)
+        entry = STATE.bgj(owner.namespace, owner.name)
+        if entry is not None:  # until the watch brings the patched spec back, so the next pass sees it
+            entry["spec"] = {**entry["spec"], "suspend": True}
+    if quarantined and not was:
         await event(
             owner,
             "Warning",
@@ -418,9 +424,27 @@ async def _transitions(owner: render.Owner, spec: BackgroundJobSpec, prev: dict[
         )
 
 
+_written: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+
+
+def _last_status(owner: render.Owner, body: dict[str, Any]) -> dict[str, Any]:
+    """The status this operator last wrote, else the watched one.
+
+    Only the operator writes status, and a watch event may carry an object older than our own last
+    status patch (our spec patch on quarantine lands first); comparing against it would repeat
+    transition events and recount missed runs.
+    """
+    written = _written.get((owner.namespace, owner.name))
+    if written is not None and written[0] == owner.uid:
+        return written[1]
+    status: dict[str, Any] = body.get("status") or {}
+    return status
+
+
 async def _set_status(owner: render.Owner, body: dict[str, Any], new: dict[str, Any]) -> None:
     prev = body.get("status") or {}
     if _same(prev, new):
+        _written[(owner.namespace, owner.name)] = (owner.uid, new)
         return
     patch = {"status": {**{k: None for k in prev if k not in new}, **new}}
     try:
@@ -428,6 +452,7 @@ async def _set_status(owner: render.Owner, body: dict[str, Any], new: dict[str, 
     except ApiError as e:
         if not e.not_found:
             raise
+    _written[(owner.namespace, owner.name)] = (owner.uid, new)
     entry = STATE.bgj(owner.namespace, owner.name)
     if entry is not None:
         entry["status"] = new  # until the watch brings the patched object back

@@ -325,6 +325,9 @@ def test_quarantine_after_consecutive_failures_and_resume(
         )
 
     wait_for(healed, timeout=30, what="quarantine lifted by resume")
+    time.sleep(2)  # a late duplicate (a pass on a watch event older than our own status write) would show here
+    reasons = [e["reason"] for e in kubectl.json("get", "events", "-n", namespace)["items"]]
+    assert (reasons.count("Quarantined"), reasons.count("RunFailed")) == (1, 2)
 
 
 def test_concurrency_forbid_skips_and_replace_cancels(
