@@ -10,6 +10,8 @@ retry and dependency deadlines.
 from __future__ import annotations
 
 import asyncio
+import collections
+import hashlib
 import json
 import logging
 import time
@@ -175,33 +177,74 @@ def _errors(e: ValidationError) -> str:
 
 # -- BackgroundJob reconcile --------------------------------------------------------------------------
 @kopf.on.event(GROUP, VERSION, "backgroundjobs")
-async def on_bgj(event: kopf.RawEvent, namespace: str, name: str, body: kopf.Body, **kwargs: Any) -> None:
+async def on_bgj(event: kopf.RawEvent, namespace: str, name: str, **kwargs: Any) -> None:
     STATE.bind(kwargs)
+    key = (namespace, name)
     if event.get("type") == "DELETED":
         metrics.forget_job(namespace, name)
-        _locks.pop((namespace, name), None)
-        _written.pop((namespace, name), None)
+        for memo in (_locks, _written, _inputs, _wrote):
+            memo.pop(key, None)
         return
-    await reconcile(namespace, name, dict(body))
+    await reconcile(namespace, name, unless_echo=True)
     WAKE.set()
 
 
+def _echo(key: tuple[str, str], entry: dict[str, Any]) -> bool:
+    """The watch bringing back one of our own status writes, on an object whose inputs a pass has read.
+
+    Not only the latest write: passes run faster than their echoes return, so an echo may carry an
+    earlier status. A status someone else wrote is not ours and gets a pass (which puts ours back).
+    """
+    return _inputs.get(key) == (entry["uid"], entry["generation"], entry["annotations"]) and _digest(
+        entry["status"]
+    ) in _wrote.get(key, ())
+
+
 @kopf.on.event("batch", "v1", "jobs", labels=_JOB_FILTER)
-async def on_job(namespace: str, labels: kopf.Labels, **kwargs: Any) -> None:
+async def on_job(
+    event: kopf.RawEvent, namespace: str, name: str, labels: kopf.Labels, body: kopf.Body, **kwargs: Any
+) -> None:
     STATE.bind(kwargs)
+    if event.get("type") == "DELETED":
+        _seen.pop(("job", namespace, name), None)
+    elif not _changed(("job", namespace, name), attempt_view(body)):
+        return  # only counters the operator does not read (active, ready, uncounted pods, ...)
     owner = labels[names.LABEL_BGJ]
     if STATE.bgj(namespace, owner) is not None:
-        await reconcile(namespace, owner, None)
+        await reconcile(namespace, owner)
         for downstream in STATE.downstream_of(namespace, owner):  # chained runs start on an upstream's success
-            await reconcile(namespace, downstream, None)
+            await reconcile(namespace, downstream)
     WAKE.set()
 
 
 @kopf.on.event("", "v1", "pods", labels=_JOB_FILTER)
-async def on_pod(namespace: str, labels: kopf.Labels, body: kopf.Body, **kwargs: Any) -> None:
+async def on_pod(
+    event: kopf.RawEvent, namespace: str, name: str, labels: kopf.Labels, body: kopf.Body, **kwargs: Any
+) -> None:
+    """A finished pod carries the exit code and message; its other updates change nothing we read."""
     STATE.bind(kwargs)
-    if body.status.get("phase") in ("Succeeded", "Failed") and STATE.bgj(namespace, labels[names.LABEL_BGJ]):
-        await reconcile(namespace, labels[names.LABEL_BGJ], None)
+    phase = body.status.get("phase")
+    if phase not in ("Succeeded", "Failed"):
+        return
+    if event.get("type") == "DELETED":
+        _seen.pop(("pod", namespace, name), None)
+    else:
+        ends = [(cs.get("state") or {}).get("terminated") for cs in body.status.get("containerStatuses") or []]
+        if not _changed(("pod", namespace, name), (phase, ends)):
+            return
+    if STATE.bgj(namespace, labels[names.LABEL_BGJ]):
+        await reconcile(namespace, labels[names.LABEL_BGJ])
+
+
+_seen: dict[tuple[str, str, str], Any] = {}
+
+
+def _changed(key: tuple[str, str, str], value: Any) -> bool:
+    """Remember what the operator last read of a Job or pod; False when an event changed none of it."""
+    if key in _seen and _seen[key] == value:
+        return False
+    _seen[key] = value
+    return True
 
 
 @kopf.on.event("", "v1", "configmaps", labels={names.ANN_STOP: kopf.PRESENT})
@@ -217,41 +260,64 @@ async def on_queue(**kwargs: Any) -> None:
 
 
 _locks: dict[tuple[str, str], asyncio.Lock] = {}
+_queued: dict[tuple[str, str], bool] = {}  # a pass waiting for the lock -> whether it may be an echo
 
 
-async def reconcile(ns: str, name: str, body: dict[str, Any] | None) -> None:
-    """Converge the CronJob, create due operator runs, rebuild status; one job at a time."""
-    lock = _locks.setdefault((ns, name), asyncio.Lock())
-    async with lock:
-        t0 = time.monotonic()
-        try:
-            if body is None:
-                entry = STATE.bgj(ns, name)
-                if entry is None:
-                    return
-                body = {
-                    "metadata": {
-                        "name": name,
-                        "namespace": ns,
-                        "uid": entry["uid"],
-                        "generation": entry["generation"],
-                        "annotations": entry["annotations"],
-                        "creationTimestamp": entry["created"],
-                    },
-                    "spec": entry["spec"],
-                    "status": entry["status"],
-                }
-            await _reconcile(ns, name, body)
-        except Exception:
-            delay = min(_backoff.get((ns, name), 2.5) * 2, 300.0)
-            _backoff[(ns, name)] = delay
-            log.exception("reconcile %s/%s failed; again in %.0fs", ns, name, delay)
-            metrics.observe_reconcile("backgroundjob", time.monotonic() - t0, error=True)
-            # Level-based: no event may come soon, so try again by ourselves, backing off to 5 minutes.
-            asyncio.get_running_loop().call_later(delay, lambda: asyncio.ensure_future(reconcile(ns, name, None)))
+async def reconcile(ns: str, name: str, *, unless_echo: bool = False) -> None:
+    """Converge the CronJob, create due operator runs, rebuild status; one job at a time.
+
+    Events coalesce: a pass reads the indexes when it starts (kopf updates them before it calls a
+    handler), so while one pass for this job is still waiting for the lock, another event for the job
+    needs no pass of its own. `unless_echo`: skip the pass when the object only brings back our own
+    status write; decided under the lock, because the watch often delivers it before the PATCH returns.
+    """
+    key = (ns, name)
+    if key in _queued:
+        _queued[key] = _queued[key] and unless_echo
+        return
+    _queued[key] = unless_echo
+    lock = _locks.setdefault(key, asyncio.Lock())
+    try:
+        await lock.acquire()
+    finally:  # also when cancelled while waiting: a mark left behind would swallow every later event
+        may_be_echo = _queued.pop(key)
+    try:
+        await _pass(ns, name, may_be_echo)
+    finally:
+        lock.release()
+
+
+async def _pass(ns: str, name: str, may_be_echo: bool) -> None:
+    key = (ns, name)
+    t0 = time.monotonic()
+    try:
+        entry = STATE.bgj(ns, name)
+        if entry is None or (may_be_echo and _echo(key, entry)):
             return
-        _backoff.pop((ns, name), None)
-        metrics.observe_reconcile("backgroundjob", time.monotonic() - t0)
+        body = {
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "uid": entry["uid"],
+                "generation": entry["generation"],
+                "annotations": entry["annotations"],
+                "creationTimestamp": entry["created"],
+            },
+            "spec": entry["spec"],
+            "status": entry["status"],
+        }
+        _inputs[key] = (entry["uid"], entry["generation"], entry["annotations"])
+        await _reconcile(ns, name, body)
+    except Exception:
+        delay = min(_backoff.get((ns, name), 2.5) * 2, 300.0)
+        _backoff[(ns, name)] = delay
+        log.exception("reconcile %s/%s failed; again in %.0fs", ns, name, delay)
+        metrics.observe_reconcile("backgroundjob", time.monotonic() - t0, error=True)
+        # Level-based: no event may come soon, so try again by ourselves, backing off to 5 minutes.
+        asyncio.get_running_loop().call_later(delay, lambda: asyncio.ensure_future(reconcile(ns, name)))
+        return
+    _backoff.pop((ns, name), None)
+    metrics.observe_reconcile("backgroundjob", time.monotonic() - t0)
 
 
 _backoff: dict[tuple[str, str], float] = {}
@@ -425,6 +491,8 @@ async def _transitions(owner: render.Owner, spec: BackgroundJobSpec, prev: dict[
 
 
 _written: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+_inputs: dict[tuple[str, str], tuple[str, Any, Any]] = {}  # (uid, generation, annotations) a pass last read
+_wrote: dict[tuple[str, str], collections.deque[str]] = {}  # digests of our last status writes
 
 
 def _last_status(owner: render.Owner, body: dict[str, Any]) -> dict[str, Any]:
@@ -453,13 +521,18 @@ async def _set_status(owner: render.Owner, body: dict[str, Any], new: dict[str, 
         if not e.not_found:
             raise
     _written[(owner.namespace, owner.name)] = (owner.uid, new)
+    _wrote.setdefault((owner.namespace, owner.name), collections.deque(maxlen=4)).append(_digest(new))
     entry = STATE.bgj(owner.namespace, owner.name)
     if entry is not None:
         entry["status"] = new  # until the watch brings the patched object back
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+    return _digest(a) == _digest(b)
+
+
+def _digest(status: dict[str, Any]) -> str:
+    return hashlib.blake2b(json.dumps(status, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
 
 
 def _export(ns: str, name: str, spec: BackgroundJobSpec, st: dict[str, Any]) -> None:
