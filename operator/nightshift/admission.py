@@ -7,7 +7,6 @@ active indexes, so a pass costs O(waiting runs), not O(all Jobs).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
 from typing import Any
 
@@ -15,7 +14,7 @@ from nightshift import gate, metrics, names, render
 from nightshift.context import SETTINGS, WAKE, event, kube, log, now
 from nightshift.kube import JOBS, QUEUES, ApiError
 from nightshift.runs import AttemptView
-from nightshift.state import STATE, LazyRuns
+from nightshift.state import STATE, LazyAdmissions, LazyRuns
 
 
 async def gate_loop() -> None:
@@ -53,7 +52,7 @@ async def gate_pass() -> None:
         running_total=total,
         max_running=SETTINGS.max_concurrent_runs,
         stopped=STATE.stopped,
-        admitted_by_queue=_admissions(),
+        admitted_by_queue=LazyAdmissions(STATE),
     )
     waiting_per_queue: dict[tuple[str, str], int] = {}
     horizon = time.monotonic() - 30
@@ -114,13 +113,6 @@ _queue_status: dict[tuple[str, str], tuple[int, int]] = {}
 def _reason_kind(gate_text: str | None) -> str | None:
     """ "Waiting: QueueFull: queue q runs 2 at a time" -> "QueueFull"."""
     return gate_text.removeprefix("Waiting: ").split(":")[0] if gate_text else None
-
-
-def _admissions() -> dict[tuple[str, str], list[dt.datetime]]:
-    index = STATE.admitted
-    if index is None:
-        return {}
-    return {key: list(index[key]) for key in index}
 
 
 def _owner(view: AttemptView) -> render.Owner | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
 from nightshift import durations, schedule
@@ -70,7 +70,7 @@ class Snapshot:
     runs: Mapping[tuple[str, str], Sequence[Run]]
     queues: Mapping[tuple[str, str], BackgroundJobQueueSpec] = field(default_factory=dict)
     running_by_queue: dict[tuple[str, str], int] = field(default_factory=dict)
-    admitted_by_queue: dict[tuple[str, str], list[dt.datetime]] = field(default_factory=dict)
+    admitted_by_queue: MutableMapping[tuple[str, str], list[dt.datetime]] = field(default_factory=dict)
     running_total: int = 0
     max_running: int = 50
     stopped: Callable[[str], str | None] = lambda ns: None

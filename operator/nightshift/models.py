@@ -87,6 +87,24 @@ class HistoryLimits(Model):
     failed: int = Field(default=5, ge=0, le=100)
 
 
+class Volume(Model):
+    """A pod volume (persistentVolumeClaim, secret, configMap, ...); the API server checks the rest."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+
+    name: str = Field(max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class VolumeMount(Model):
+    name: str = Field(max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    mount_path: str = Field(max_length=1024, pattern=r"^/")
+    read_only: bool = False
+    sub_path: str | None = Field(default=None, max_length=1024)
+
+
+RESERVED_VOLUME = "tmp"  # the emptyDir at /tmp that a read-only root filesystem needs
+
+
 class JobSource(Model):
     """A built-in job with params, or any image with command and args."""
 
@@ -99,6 +117,19 @@ class JobSource(Model):
                     "job.params is for built-in jobs; use env or args",
                 ),
                 _rule("!has(self.command) || has(self.image)", "job.command needs job.image"),
+                _rule(
+                    "!has(self.volumeMounts) || self.volumeMounts.all(m, m.name == 'tmp'"
+                    " || (has(self.volumes) && self.volumes.exists(v, v.name == m.name)))",
+                    "every job.volumeMounts name must be one of job.volumes",
+                ),
+                _rule(
+                    "!has(self.volumes) || self.volumes.all(v, v.name != 'tmp')",
+                    "the volume name tmp is reserved (nightshift mounts an emptyDir at /tmp)",
+                ),
+                _rule(
+                    "!has(self.volumeMounts) || self.volumeMounts.all(m, m.mountPath != '/tmp')",
+                    "/tmp is reserved (nightshift mounts an emptyDir there)",
+                ),
             ]
         }
     )
@@ -115,6 +146,19 @@ class JobSource(Model):
     automount_service_account_token: bool = False
     node_selector: StringMap | None = None
     tolerations: list[Opaque] | None = Field(default=None, max_length=32)
+    volumes: list[Volume] | None = Field(
+        default=None,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    volume_mounts: list[VolumeMount] | None = Field(
+        default=None,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["mountPath"]},
+    )
+    fs_group: int | None = Field(
+        default=None, ge=1, le=2147483647, description="Pod fsGroup, so a non-root job can write its volumes."
+    )
     labels: StringMap | None = None
     annotations: StringMap | None = None
 
@@ -122,6 +166,23 @@ class JobSource(Model):
     def _one_source(self) -> JobSource:
         if (self.builtin is None) == (self.image is None):
             raise ValueError("set exactly one of job.builtin or job.image")
+        return self
+
+    @model_validator(mode="after")
+    def _volumes(self) -> JobSource:
+        declared = [v.name for v in self.volumes or []]
+        if RESERVED_VOLUME in declared:
+            raise ValueError("the volume name tmp is reserved (nightshift mounts an emptyDir at /tmp)")
+        if len(set(declared)) != len(declared):
+            raise ValueError("job.volumes names must be unique")
+        paths = [m.mount_path for m in self.volume_mounts or []]
+        if "/tmp" in paths:
+            raise ValueError("/tmp is reserved (nightshift mounts an emptyDir there)")
+        if len(set(paths)) != len(paths):
+            raise ValueError("job.volumeMounts mount paths must be unique")
+        for m in self.volume_mounts or []:
+            if m.name != RESERVED_VOLUME and m.name not in declared:
+                raise ValueError(f"job.volumeMounts {m.name!r} is not one of job.volumes")
         return self
 
 

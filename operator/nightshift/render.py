@@ -129,7 +129,10 @@ def pod_template(owner: Owner, spec: BackgroundJobSpec, settings: Settings, atte
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            *(m.model_dump(by_alias=True, exclude_none=True) for m in job.volume_mounts or []),
+        ],
     }
     if command:
         container["command"] = command
@@ -149,9 +152,13 @@ def pod_template(owner: Owner, spec: BackgroundJobSpec, settings: Settings, atte
             "runAsNonRoot": True,
             "seccompProfile": {"type": "RuntimeDefault"},
             **({"runAsUser": 10001, "runAsGroup": 10001} if job.builtin else {}),
+            **({"fsGroup": job.fs_group} if job.fs_group is not None else {}),
         },
         "containers": [container],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}}],
+        "volumes": [
+            {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+            *(v.model_dump(by_alias=True, exclude_none=True) for v in job.volumes or []),
+        ],
     }
     if settings.use_priority_classes:
         pod["priorityClassName"] = settings.priority_classes[spec.priority]

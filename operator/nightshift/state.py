@@ -7,7 +7,7 @@ and no handler lists objects from the API. Parsed specs are cached per (uid, gen
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 import kopf
@@ -171,6 +171,36 @@ class LazyRuns(Mapping[Key, list[Run]]):
 
     def __len__(self) -> int:
         return len(self.state.jobs or ())
+
+
+class LazyAdmissions(MutableMapping[Key, list[dt.datetime]]):
+    """Start times per queue, read from the index only for the queues a gate pass asks about.
+
+    Only rate-limited queues with a waiting run (and queues admitting in this pass) are read, so a
+    pass with nothing to decide costs nothing however many Jobs the queues hold.
+    """
+
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.cache: dict[Key, list[dt.datetime]] = {}
+
+    def __getitem__(self, key: Key) -> list[dt.datetime]:
+        if key not in self.cache:
+            index = self.state.admitted
+            self.cache[key] = list(index[key]) if index is not None and key in index else []
+        return self.cache[key]
+
+    def __setitem__(self, key: Key, value: list[dt.datetime]) -> None:
+        self.cache[key] = value
+
+    def __delitem__(self, key: Key) -> None:
+        del self.cache[key]
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(self.cache)
+
+    def __len__(self) -> int:
+        return len(self.cache)
 
 
 STATE = State()

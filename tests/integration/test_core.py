@@ -70,6 +70,26 @@ def test_apply_edit_suspend_delete(kubectl: Kubectl, running_operator: Operator,
     wait_for(lambda: not kubectl.json("get", "jobs", "-n", namespace)["items"], what="Jobs gone")
 
 
+def test_volumes_reach_the_cronjob_pod_template(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
+    job = {
+        "builtin": "backup",
+        "volumes": [
+            {"name": "backups", "persistentVolumeClaim": {"claimName": "db-backups"}},
+            {"name": "tls", "secret": {"secretName": "db-ca", "optional": True}},
+        ],
+        "volumeMounts": [{"name": "backups", "mountPath": "/backups"}, {"name": "tls", "mountPath": "/etc/db-ca"}],
+        "fsGroup": 10001,
+    }
+    kubectl.apply(bgj("backup", namespace, {"schedule": "0 3 * * *", "job": job}))
+    obj = wait_for(lambda: ready(kubectl, "backup", namespace), what="Ready")
+    assert condition_of(obj, "Ready")["status"] == "True", obj["status"]  # type: ignore[index]
+    pod = get(kubectl, "cronjob", "backup", namespace)["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert [v["name"] for v in pod["volumes"]] == ["tmp", "backups", "tls"]
+    assert pod["volumes"][1]["persistentVolumeClaim"] == {"claimName": "db-backups"}
+    assert [m["mountPath"] for m in pod["containers"][0]["volumeMounts"]] == ["/tmp", "/backups", "/etc/db-ca"]
+    assert pod["securityContext"]["fsGroup"] == 10001
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
@@ -80,6 +100,14 @@ def test_apply_edit_suspend_delete(kubectl: Kubectl, running_operator: Operator,
         ({"retry": {"limit": 50}, "job": {"builtin": "sql"}}, "spec.retry.limit"),
         ({"job": {"image": "x", "params": {"a": 1}}}, "job.params is for built-in jobs"),
         ({"schedule": "x" * 200, "job": {"builtin": "sql"}}, "spec.schedule"),
+        (
+            {"job": {"builtin": "backup", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}},
+            "every job.volumeMounts name must be one of job.volumes",
+        ),
+        (
+            {"job": {"builtin": "backup", "volumes": [{"name": "tmp", "emptyDir": {}}]}},
+            "the volume name tmp is reserved",
+        ),
     ],
 )
 def test_api_server_rejects_bad_specs(

@@ -201,6 +201,35 @@ def test_queue_concurrency_two_admits_by_priority(kubectl: Kubectl, running_oper
     assert order == sorted(order)
 
 
+def test_queue_rate_limit_spaces_admissions(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
+    kubectl.apply(
+        {
+            "apiVersion": "nightshift.dev/v1alpha1",
+            "kind": "BackgroundJobQueue",
+            "metadata": {"name": "mail", "namespace": namespace},
+            "spec": {"concurrency": 10, "rateLimit": {"runs": 2, "per": "15s"}},
+        }
+    )
+    for i in range(4):
+        kubectl.apply(
+            bgj(
+                f"send-{i}",
+                namespace,
+                {"queue": "mail", "job": script_job(OK)},
+                annotations={"nightshift.dev/run-now": "x"},
+            )
+        )
+    wait_for(
+        lambda: sum(1 for j in jobs(kubectl, namespace) if "RateLimited" in (ann(j, "gate") or "")) == 2,
+        what="two runs held by the rate limit",
+    )
+    wait_for(lambda: all(done(j) == "Complete" for j in jobs(kubectl, namespace)), timeout=60, what="all 4 runs")
+    starts = sorted(parse_time(j["status"]["startTime"]) for j in jobs(kubectl, namespace))
+    assert len(starts) == 4
+    for earlier, later in zip(starts, starts[2:], strict=False):  # no 15s window holds more than 2 starts
+        assert (later - earlier).total_seconds() >= 14  # type: ignore[operator]  # startTime has 1s resolution
+
+
 def test_run_now_nonce_is_one_run_even_across_restart(
     kubectl: Kubectl, running_operator: Operator, namespace: str
 ) -> None:

@@ -80,7 +80,7 @@ def test_priority_enum() -> None:
     invalid("priority", priority="urgent")
 
 
-@pytest.mark.parametrize("value", ["1 hour", "5", "-5m", "5M", "", "1h 30m", "1w", "m"])
+@pytest.mark.parametrize("value", ["1 hour", "5", "-5m", "5M", "", "1h 30m", "1.5h", "1y", "m"])
 def test_bad_durations_rejected(value: str) -> None:
     invalid("timeout", timeout=value)
 
@@ -91,9 +91,17 @@ def test_bad_duration_in_every_duration_field(field: str) -> None:
         spec(**{field: "ten minutes"})
 
 
-@pytest.mark.parametrize("value", ["90s", "5m", "1h30m", "7d", "250ms", "1d2h3m4s"])
+@pytest.mark.parametrize("value", ["90s", "5m", "1h30m", "7d", "2w", "250ms", "1d2h3m4s"])
 def test_good_durations(value: str) -> None:
     assert spec(timeout=value).timeout == value
+
+
+@pytest.mark.parametrize("value", ["90s", "5m", "1h30m", "7d", "2w", "250ms", "1w1d"])
+def test_api_and_job_parameters_read_durations_alike(value: str) -> None:
+    from nightshift import durations
+    from nightshift_jobs.durations import parse_duration
+
+    assert durations.parse(value) == parse_duration(value)
 
 
 def test_dependency_within_duration() -> None:
@@ -276,3 +284,28 @@ def test_queue_defaults_and_rate_limit() -> None:
     ):
         with pytest.raises(ValidationError):
             BackgroundJobQueue.model_validate({"spec": bad})
+
+
+PVC = {"name": "data", "persistentVolumeClaim": {"claimName": "c"}}
+
+
+@pytest.mark.parametrize(
+    ("job", "match"),
+    [
+        ({"volumeMounts": [{"name": "data", "mountPath": "/data"}]}, "'data' is not one of job.volumes"),
+        ({"volumes": [{"name": "tmp", "emptyDir": {}}]}, "volume name tmp is reserved"),
+        ({"volumes": [PVC], "volumeMounts": [{"name": "data", "mountPath": "/tmp"}]}, "/tmp is reserved"),
+        ({"volumes": [PVC, PVC]}, "names must be unique"),
+        ({"volumes": [{"persistentVolumeClaim": {"claimName": "c"}}]}, "name"),
+        ({"volumes": [PVC], "volumeMounts": [{"name": "data", "mountPath": "data"}]}, "mount_path|mountPath"),
+        ({"fsGroup": 0}, "fs_group|fsGroup"),
+    ],
+)
+def test_bad_volumes_rejected(job: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValidationError, match=match):
+        spec(job={"builtin": "backup", **job})
+
+
+def test_volumes_keep_their_source_as_written() -> None:
+    s = spec(job={"builtin": "backup", "volumes": [PVC], "volumeMounts": [{"name": "data", "mountPath": "/data"}]})
+    assert s.job.volumes and s.job.volumes[0].model_dump(by_alias=True) == PVC

@@ -118,6 +118,19 @@ def test_restricted_security_context(owner: Owner, settings: Settings) -> None:
         assert ps["volumes"][0]["name"] == "tmp" and "emptyDir" in ps["volumes"][0]
 
 
+def test_volumes_mounts_and_fs_group(owner: Owner, settings: Settings) -> None:
+    job = {
+        "builtin": "backup",
+        "volumes": [{"name": "backups", "persistentVolumeClaim": {"claimName": "db-backups"}}],
+        "volumeMounts": [{"name": "backups", "mountPath": "/backups"}],
+        "fsGroup": 10001,
+    }
+    ps = pod_spec(render(owner, settings, job=job))
+    assert ps["volumes"][1] == {"name": "backups", "persistentVolumeClaim": {"claimName": "db-backups"}}
+    assert ps["containers"][0]["volumeMounts"][1] == {"name": "backups", "mountPath": "/backups", "readOnly": False}
+    assert ps["securityContext"]["fsGroup"] == 10001 and ps["securityContext"]["runAsNonRoot"] is True
+
+
 def test_automount_can_be_enabled(owner: Owner, settings: Settings) -> None:
     ps = pod_spec(render(owner, settings, job={"builtin": "x", "automountServiceAccountToken": True}))
     assert ps["automountServiceAccountToken"] is True
