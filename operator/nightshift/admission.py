@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from nightshift import gate, metrics, names, render
-from nightshift.context import SETTINGS, WAKE, event, kube, log, now
+from nightshift.context import LEADING, SETTINGS, WAKE, event, kube, log, now
 from nightshift.kube import JOBS, QUEUES, ApiError
 from nightshift.runs import AttemptView
 from nightshift.state import STATE, LazyAdmissions, LazyRuns
@@ -26,6 +26,7 @@ async def gate_loop() -> None:
         except TimeoutError:
             pass
         WAKE.clear()
+        await LEADING.wait()
         t0 = time.monotonic()
         try:
             await gate_pass()

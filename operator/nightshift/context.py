@@ -18,6 +18,7 @@ from nightshift.settings import Settings
 log = logging.getLogger("nightshift")
 SETTINGS = Settings()
 WAKE = asyncio.Event()  # set when the gate should look again (a Job changed, a run was created)
+LEADING = asyncio.Event()  # set while this replica holds the lease (always, without leader election)
 STARTED = time.time()
 _kube: Kube | None = None
 _history: HistoryWriter | None = None

@@ -20,10 +20,10 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from nightshift import admission, context, lifecycle, metrics, names, render, schedule
+from nightshift import admission, context, leader, lifecycle, metrics, names, render, schedule
 from nightshift import runs as runs_mod
 from nightshift import status as status_mod
-from nightshift.context import SETTINGS, STARTED, WAKE, epoch, event, kube, now
+from nightshift.context import LEADING, SETTINGS, STARTED, WAKE, epoch, event, kube, now
 from nightshift.kube import BACKGROUNDJOBS, CRONJOBS, ApiError
 from nightshift.models import GROUP, VERSION, BackgroundJobSpec
 from nightshift.runs import attempt_view
@@ -60,12 +60,47 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     if SETTINGS.history_dsn:
         context.start_history(SETTINGS.history_dsn, SETTINGS.history_retention_days)
     metrics.start_server(SETTINGS.metrics_port, SETTINGS.listen_address)
+    if SETTINGS.leader_election_lease:
+        global _elector
+        metrics.set_leader(False)
+        _elector = leader.Elector(
+            SETTINGS.leader_election_lease,
+            SETTINGS.pod_namespace,
+            duration=SETTINGS.lease_duration_seconds,
+            on_lead=_lead,
+        )
+        _tasks.add(asyncio.create_task(_elector.run()))
+    else:
+        await _lead()
+    _tasks.add(asyncio.create_task(admission.gate_loop()))
+
+
+_elector: leader.Elector | None = None
+_tasks: set[asyncio.Task[None]] = set()
+
+
+async def _lead() -> None:
+    LEADING.set()
     metrics.set_leader(True)
-    asyncio.create_task(admission.gate_loop())
+    WAKE.set()
+    if STATE.bgjs is not None:  # not awaited here: the elector must keep renewing meanwhile
+        task = asyncio.create_task(_pass_all(list(STATE.bgjs)))
+        _tasks.add(task)
+        task.add_done_callback(_tasks.discard)
+
+
+async def _pass_all(keys: list[tuple[str, str]]) -> None:
+    """A standby ignored events, so on taking over every known BackgroundJob gets one pass."""
+    for ns, name in keys:
+        await reconcile(ns, name)
 
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
+    if _elector is not None:
+        LEADING.clear()  # act no more while kopf finishes its handlers
+        metrics.set_leader(False)
+        await _elector.release()
     await context.close()
 
 
@@ -145,7 +180,6 @@ async def stop_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: 
 
 
 # -- admission ----------------------------------------------------------------------------------------
-@kopf.on.validate(GROUP, VERSION, "backgroundjobs", operations=["CREATE", "UPDATE"], ignore_failures=True)
 async def validate(
     spec: kopf.Spec, name: str | None, namespace: str | None, warnings: list[str], **kwargs: Any
 ) -> None:
@@ -169,6 +203,12 @@ async def validate(
         warnings.append(message)
         return
     raise kopf.AdmissionError(f"{reason}: {message}", code=422)
+
+
+# Registered only with a webhook server: kopf refuses to start with admission handlers and no server,
+# and the chart's default is no webhook (it needs a TLS Secret).
+if SETTINGS.webhook_port:
+    kopf.on.validate(GROUP, VERSION, "backgroundjobs", operations=["CREATE", "UPDATE"], ignore_failures=True)(validate)
 
 
 def _errors(e: ValidationError) -> str:
@@ -272,6 +312,8 @@ async def reconcile(ns: str, name: str, *, unless_echo: bool = False) -> None:
     status write; decided under the lock, because the watch often delivers it before the PATCH returns.
     """
     key = (ns, name)
+    if not LEADING.is_set():  # a standby keeps its indexes warm and acts once it leads
+        return
     if key in _queued:
         _queued[key] = _queued[key] and unless_echo
         return

@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     webhook_certfile: str | None = None
     webhook_keyfile: str | None = None
     webhook_cafile: str | None = Field(default=None, description="CA of the serving cert, for the caBundle.")
+    leader_election_lease: str | None = Field(
+        default=None, description="Lease name for leader election; unset: this process always leads."
+    )
+    pod_namespace: str = Field(default="default", description="Namespace of the Lease (the operator's own).")
+    lease_duration_seconds: float = Field(default=15.0, ge=1.0, le=300.0)
     history_dsn: str | None = None
     history_retention_days: int = 30
     log_level: str = "INFO"

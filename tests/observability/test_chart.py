@@ -102,6 +102,16 @@ def test_rendered_objects(flags: list[str]) -> None:
         assert not {"ServiceMonitor", "PrometheusRule", "ConfigMap"} & kinds
 
 
+def test_replicas_elect_a_leader_and_roll() -> None:
+    one = _one(_render(), "Deployment")
+    env = {e["name"]: e.get("value") for e in one["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["NIGHTSHIFT_LEADER_ELECTION_LEASE"] == "nightshift-operator"
+    assert env["NIGHTSHIFT_LEASE_DURATION_SECONDS"] == "15"
+    two = _one(_render("--set", "operator.replicas=2"), "Deployment")
+    assert two["spec"]["replicas"] == 2
+    assert two["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+
+
 def _containers(pod_spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield from pod_spec.get("initContainers", [])
     yield from pod_spec["containers"]

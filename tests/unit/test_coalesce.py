@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from nightshift import handlers
+from nightshift import context, handlers
 
 
 @pytest.fixture
@@ -19,6 +19,7 @@ def passes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
         await asyncio.sleep(0.01)
 
     monkeypatch.setattr(handlers, "_pass", fake_pass)
+    context.LEADING.set()  # no leader election: this process leads
     monkeypatch.setattr(handlers, "_locks", {})  # locks belong to one event loop; each test runs its own
     return seen
 

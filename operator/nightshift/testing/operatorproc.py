@@ -36,9 +36,16 @@ def install_crds(cp: ControlPlane) -> None:
 
 class OperatorProcess:
     def __init__(
-        self, cluster: ControlPlane, workdir: Path, *, history_dsn: str = "", jobs_image: str = "nightshift:test"
+        self,
+        cluster: ControlPlane,
+        workdir: Path,
+        *,
+        history_dsn: str = "",
+        jobs_image: str = "nightshift:test",
+        webhook: bool = True,
     ) -> None:
         self.cluster = cluster
+        self.webhook = webhook  # one webhook configuration per cluster: a second operator serves none
         self.workdir = workdir
         self.history_dsn = history_dsn
         self.jobs_image = jobs_image
@@ -54,7 +61,7 @@ class OperatorProcess:
         return self.workdir / f"operator-{self.starts}.log"
 
     def environment(self, **extra: str) -> dict[str, str]:
-        return {
+        env = {
             **os.environ,
             "KUBECONFIG": str(self.cluster.kubeconfig),
             "NIGHTSHIFT_JOBS_IMAGE": self.jobs_image,
@@ -71,6 +78,9 @@ class OperatorProcess:
             "NIGHTSHIFT_WEBHOOK_CAFILE": str(self.cluster.workdir / "pki" / "ca.crt"),
             **extra,
         }
+        if not self.webhook:
+            env = {k: v for k, v in env.items() if not k.startswith("NIGHTSHIFT_WEBHOOK_")}
+        return env
 
     def start(self, timeout: float = 60, **env: str) -> None:
         """Start and wait until kopf's liveness endpoint answers."""
