@@ -68,6 +68,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
             SETTINGS.pod_namespace,
             duration=SETTINGS.lease_duration_seconds,
             on_lead=_lead,
+            on_lose=_follow,
         )
         _tasks.add(asyncio.create_task(_elector.run()))
     else:
@@ -89,6 +90,11 @@ async def _lead() -> None:
         task.add_done_callback(_tasks.discard)
 
 
+def _follow() -> None:
+    LEADING.clear()
+    metrics.set_leader(False)
+
+
 async def _pass_all(keys: list[tuple[str, str]]) -> None:
     """A standby ignored events, so on taking over every known BackgroundJob gets one pass."""
     for ns, name in keys:
@@ -98,8 +104,7 @@ async def _pass_all(keys: list[tuple[str, str]]) -> None:
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
     if _elector is not None:
-        LEADING.clear()  # act no more while kopf finishes its handlers
-        metrics.set_leader(False)
+        _follow()  # act no more while kopf finishes its handlers
         await _elector.release()
     await context.close()
 

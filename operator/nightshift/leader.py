@@ -75,13 +75,14 @@ class Elector:
         *,
         duration: float,
         on_lead: Callable[[], Awaitable[None]],
+        on_lose: Callable[[], None],
         me: str | None = None,
     ) -> None:
         self.name, self.namespace, self.duration = name, namespace, duration
         self.me = me or identity()
         self.retry = max(duration / 5, 0.2)
         self.renew_deadline = duration * 2 / 3
-        self.on_lead = on_lead
+        self.on_lead, self.on_lose = on_lead, on_lose
         self.leading = False
         self.stopping = False
         self.seen: Observed | None = None
@@ -98,8 +99,7 @@ class Elector:
                     "leader election: lease not renewed for %.0fs; stopping, to restart as a follower",
                     self.renew_deadline,
                 )
-                self.leading = False
-                os.kill(os.getpid(), signal.SIGTERM)
+                self._lose()
                 return
             await asyncio.sleep(self.retry)
 
@@ -114,7 +114,7 @@ class Elector:
         if action == "follow":
             if self.leading:  # someone else holds it: we lost it between two renewals
                 log.error("leader election: lease taken by %s; stopping", (spec or {}).get("holderIdentity"))
-                os.kill(os.getpid(), signal.SIGTERM)
+                self._lose()
             return
         stamp = micro_time(dt.datetime.now(dt.UTC))
         record: dict[str, Any] = {"holderIdentity": self.me, "leaseDurationSeconds": round(self.duration)}
@@ -142,6 +142,13 @@ class Elector:
             self.leading = True
             log.info("leader election: %s leads (lease %s/%s)", self.me, self.namespace, self.name)
             await self.on_lead()
+
+    def _lose(self) -> None:
+        """Stop acting at once, then stop the process: it restarts as a follower with fresh state."""
+        self.leading = False
+        self.stopping = True
+        self.on_lose()
+        os.kill(os.getpid(), signal.SIGTERM)
 
     async def release(self) -> None:
         """Give the lease up on a clean stop, so a standby takes over at its next retry.

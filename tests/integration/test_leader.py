@@ -70,6 +70,13 @@ def test_one_leader_acts_and_a_standby_takes_over(
         kubectl("annotate", "--overwrite", "bgj", "report", "-n", namespace, "nightshift.dev/run-now=3")
         wait_for(lambda: succeeded_runs(kubectl, namespace) == 3, timeout=60, what="a run under op-a again")
         assert len(kubectl.json("get", "jobs", "-n", namespace)["items"]) == 3  # nothing doubled
+
+        patch = '{"spec": {"holderIdentity": "intruder"}}'
+        kubectl("patch", "lease", "nightshift-test", "-n", namespace, "--type=merge", "-p", patch)
+        proc = a.proc
+        assert proc is not None
+        wait_for(lambda: proc.poll() is not None, timeout=20, what="op-a stops once its lease is taken")
+        assert "lease taken by intruder" in a.log.read_text()
     finally:
         a.stop()
         b.stop()
