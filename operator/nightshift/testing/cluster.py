@@ -24,7 +24,6 @@ import ssl
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import yaml
@@ -33,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from nightshift.testing.procs import die_with_parent, free_port, stop_on_signals
+from nightshift.testing.procs import die_with_parent, free_port, stop_on_signals, wait_http_ok
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LOCAL_NODE = "nightshift-local"
@@ -375,18 +374,14 @@ class ControlPlane:
     def _wait_ready(self, pki: Path, timeout: float = 90) -> None:
         ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
         ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
-        deadline = time.monotonic() + timeout
-        while True:
-            self.check_alive()
-            try:
-                with urllib.request.urlopen(f"{self.server}/readyz", context=ctx, timeout=5) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"kube-apiserver not ready after {timeout}s; see {self.logs}")
-            time.sleep(0.3)
+        wait_http_ok(
+            f"{self.server}/readyz",
+            alive=self.check_alive,
+            timeout=timeout,
+            what="kube-apiserver",
+            log=self.logs,
+            context=ctx,
+        )
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
         assert self.bin_dir is not None

@@ -11,12 +11,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 from nightshift.testing.cluster import REPO_ROOT, ControlPlane, issue_serving_cert
-from nightshift.testing.procs import die_with_parent, free_port
+from nightshift.testing.procs import die_with_parent, free_port, wait_http_ok
 
 
 def install_crds(cp: ControlPlane) -> None:
@@ -95,21 +94,18 @@ class OperatorProcess:
                 cwd=REPO_ROOT,
                 preexec_fn=die_with_parent,
             )
-        deadline = time.monotonic() + timeout
-        while not self.healthy():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"operator not live after {timeout}s; see {self.log}")
-            time.sleep(0.3)
+        wait_http_ok(
+            f"http://127.0.0.1:{self.health_port}/healthz",
+            alive=self._alive,
+            timeout=timeout,
+            what="operator",
+            log=self.log,
+        )
 
-    def healthy(self) -> bool:
+    def _alive(self) -> None:
         assert self.proc is not None
         if self.proc.poll() is not None:
             raise RuntimeError(f"operator exited ({self.proc.returncode}): {self.log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
 
     def stop(self, kill: bool = False) -> None:
         if self.proc and self.proc.poll() is None:

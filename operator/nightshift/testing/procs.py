@@ -1,12 +1,16 @@
-"""Process helpers shared by the test tooling: free loopback ports and children that die with us."""
+"""Process helpers shared by the test tooling: free loopback ports, children that die with us, readiness."""
 
 from __future__ import annotations
 
 import ctypes
 import signal
 import socket
+import ssl
 import threading
+import time
+import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 
@@ -33,3 +37,28 @@ def stop_on_signals() -> Callable[[], bool]:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     return flag.is_set
+
+
+def wait_http_ok(
+    url: str,
+    *,
+    alive: Callable[[], None],
+    timeout: float,
+    what: str,
+    log: Path,
+    context: ssl.SSLContext | None = None,
+    interval: float = 0.3,
+) -> None:
+    """Poll `url` until it answers 200; `alive()` raises as soon as the process behind it has exited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive()
+        try:
+            with urllib.request.urlopen(url, context=context, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready after {timeout}s; see {log}")
+        time.sleep(interval)

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from nightshift.testing.procs import die_with_parent, free_port
+from nightshift.testing.procs import die_with_parent, free_port, wait_http_ok
 
 T = TypeVar("T")
 
@@ -123,29 +123,28 @@ class PrometheusServer:
             try:
                 self._wait_ready()
                 return
-            except RuntimeError:
+            except (RuntimeError, TimeoutError):
                 if attempt == 2 or "address already in use" not in self.log_file.read_text():
                     self.stop()
                     raise
                 self._stop_process()
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
+        def alive() -> None:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"prometheus exited with {self.proc.returncode}: {self.log_file.read_text()[-3000:]}"
                 )
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"prometheus not ready after {self.startup_timeout}s; see {self.log_file}")
-            time.sleep(0.2)
+
+        wait_http_ok(
+            f"{self.url}/-/ready",
+            alive=alive,
+            timeout=self.startup_timeout,
+            what="prometheus",
+            log=self.log_file,
+            interval=0.2,
+        )
 
     def _stop_process(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
