@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 crds: $(STAMP)  ## regenerate crds/ and the chart's CRDs from the pydantic models
-	$(BIN)/python -m nightshift.crd --write
+	$(BIN)/python -m nightshift.api.crd --write
 
 test: $(STAMP) binaries lint  ## everything: lint, types, unit and integration tests
 	NIGHTSHIFT_BIN_DIR=$$(bash hack/build-binaries.sh 2>/dev/null | tail -n1) $(BIN)/pytest -q -p no:cacheprovider
@@ -38,10 +38,10 @@ cluster: $(STAMP) binaries  ## a control plane in the background; kubeconfig at 
 	bash hack/cluster-up.sh
 
 cluster-down: $(STAMP)
-	$(BIN)/python -m nightshift.testing.cluster down --dir .cluster
+	$(BIN)/python -m tests.support.cluster down --dir .cluster
 
 run: $(STAMP) binaries  ## control plane + local node + PostgreSQL + operator + example jobs; Ctrl-C stops all
-	NIGHTSHIFT_BIN_DIR=$$(bash hack/build-binaries.sh 2>/dev/null | tail -n1) $(BIN)/python -m nightshift.testing.demo
+	NIGHTSHIFT_BIN_DIR=$$(bash hack/build-binaries.sh 2>/dev/null | tail -n1) $(BIN)/python -m tests.support.demo
 
 bench: $(STAMP) binaries
 	NIGHTSHIFT_BIN_DIR=$$(bash hack/build-binaries.sh 2>/dev/null | tail -n1) $(BIN)/python -m tests.bench

@@ -8,7 +8,7 @@ if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
 fi
 rm -f "$dir/ready"
 NIGHTSHIFT_BIN_DIR=$(bash hack/build-binaries.sh 2>/dev/null | tail -n1) \
-  nohup .venv/bin/python -m nightshift.testing.cluster up --dir "$dir" >"$dir/cluster.log" 2>&1 &
+  nohup .venv/bin/python -m tests.support.cluster up --dir "$dir" >"$dir/cluster.log" 2>&1 &
 for _ in $(seq 1 120); do
   [ -f "$dir/ready" ] && { echo "cluster ready: export KUBECONFIG=$PWD/$dir/kubeconfig"; exit 0; }
   kill -0 $! 2>/dev/null || { cat "$dir/cluster.log"; exit 1; }

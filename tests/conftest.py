@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from nightshift.testing.cluster import ControlPlane
-from nightshift.testing.operatorproc import OperatorProcess, install_crds
-from nightshift.testing.postgres import PostgresServer
+from tests.support.cluster import ControlPlane
+from tests.support.operatorproc import OperatorProcess, install_crds
+from tests.support.postgres import PostgresServer
 
 
 class Kubectl:

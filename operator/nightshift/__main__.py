@@ -1,6 +1,6 @@
 """`python -m nightshift` (also `nightshift-operator`): run the operator with settings from the environment.
 
-Equivalent to `kopf run -m nightshift.handlers`, with the namespaces, liveness endpoint and log
+Equivalent to `kopf run -m nightshift.controller.handlers`, with the namespaces, liveness endpoint and log
 format taken from NIGHTSHIFT_* variables so the chart and the image need no kopf flags.
 """
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
         log_format=kopf.LogFormat.JSON if settings.log_json else kopf.LogFormat.FULL,
     )
     logging.getLogger().setLevel(settings.log_level.upper())
-    import nightshift.handlers  # noqa: F401 - registers the handlers
+    import nightshift.controller.handlers  # noqa: F401 - registers the handlers
 
     kopf.run(
         clusterwide=not settings.namespaces,

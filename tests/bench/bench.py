@@ -35,11 +35,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from nightshift import names, render
-from nightshift.models import BackgroundJobSpec
+from nightshift.api import names
+from nightshift.api.models import BackgroundJobSpec
+from nightshift.core import render
 from nightshift.settings import Settings
-from nightshift.testing.cluster import ControlPlane, kwok_pod_template
 from tests.conftest import Kubectl, Operator, bgj, install_crds
+from tests.support.cluster import ControlPlane, kwok_pod_template
 
 NAMESPACE = "bench"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

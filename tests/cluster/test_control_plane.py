@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from nightshift.testing.cluster import ControlPlane, kwok_pod_template
 from tests.conftest import Kubectl, wait_for
+from tests.support.cluster import ControlPlane, kwok_pod_template
 
 pytestmark = pytest.mark.cluster
 
@@ -126,9 +126,9 @@ def _children_alive(pids: list[int]) -> list[int]:
 
 
 def _cluster_up(workdir: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], list[int]]:
-    """`python -m nightshift.testing.cluster up` in the background, once ready, with its children's pids."""
+    """`python -m tests.support.cluster up` in the background, once ready, with its children's pids."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nightshift.testing.cluster", "up", "--dir", str(workdir)],
+        [sys.executable, "-m", "tests.support.cluster", "up", "--dir", str(workdir)],
         env=env,
         stderr=subprocess.DEVNULL,
     )
@@ -143,7 +143,7 @@ def test_up_and_down_leave_no_process(tmp_path: Path, cluster: ControlPlane) -> 
     up, children = _cluster_up(tmp_path / "a", env)
     assert len(children) >= 6
     subprocess.run(
-        [sys.executable, "-m", "nightshift.testing.cluster", "down", "--dir", str(tmp_path / "a")], check=True, env=env
+        [sys.executable, "-m", "tests.support.cluster", "down", "--dir", str(tmp_path / "a")], check=True, env=env
     )
     up.wait(timeout=30)
     wait_for(lambda: not _children_alive(children), timeout=15, what="children gone")

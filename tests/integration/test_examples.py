@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nightshift.models import BackgroundJob, BackgroundJobQueue
+from nightshift.api.models import BackgroundJob, BackgroundJobQueue
 from tests.conftest import REPO, Kubectl, Operator
 
 pytestmark = pytest.mark.cluster

@@ -9,9 +9,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from nightshift.history import AttemptRecord, HistoryWriter, migrate
-from nightshift.testing.postgres import PostgresServer
+from nightshift.infra.history import AttemptRecord, HistoryWriter, migrate
 from tests.conftest import Kubectl, Operator, bgj, script_job, wait_for
+from tests.support.postgres import PostgresServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from nightshift.testing.cluster import ControlPlane
-from nightshift.testing.operatorproc import OperatorProcess
 from tests.conftest import Kubectl, Operator, bgj, script_job, wait_for
+from tests.support.cluster import ControlPlane
+from tests.support.operatorproc import OperatorProcess
 
 pytestmark = pytest.mark.cluster
 

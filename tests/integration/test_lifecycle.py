@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from nightshift.runs import parse_time
+from nightshift.core.runs import parse_time
 from tests.conftest import Kubectl, Operator, bgj, script_job, wait_for
 
 pytestmark = pytest.mark.cluster

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 from _jobtest import JobRun, RunJob, job_env, parse_logs, read_result
-
-from nightshift.testing.postgres import PostgresServer
+from tests.support.postgres import PostgresServer
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from _jobtest import RunJob
-
-from nightshift.testing.postgres import PostgresServer
+from tests.support.postgres import PostgresServer
 
 pytestmark = pytest.mark.postgres
 

@@ -22,8 +22,7 @@ from typing import Any
 import pytest
 import yaml
 from tests.conftest import Kubectl, install_crds
-
-from nightshift.testing.cluster import ControlPlane
+from tests.support.cluster import ControlPlane
 
 pytestmark = pytest.mark.cluster
 

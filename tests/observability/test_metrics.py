@@ -1,4 +1,4 @@
-"""nightshift.metrics: names, labels and helpers, read back from its own REGISTRY (no cluster)."""
+"""nightshift.infra.metrics: names, labels and helpers, read back from its own REGISTRY (no cluster)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from importlib import metadata
 import pytest
 from prometheus_client import generate_latest
 
-from nightshift import metrics
-from nightshift.metrics import REGISTRY
+from nightshift.infra import metrics
+from nightshift.infra.metrics import REGISTRY
 
 NS, NAME = "blockwise", "weekly-summary"
 

@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 import yaml
 from tests.conftest import Kubectl, Operator, bgj, script_job, wait_for
-
-from nightshift.testing.prometheus import PrometheusNotInstalled, PrometheusServer, find_binary
+from tests.support.prometheus import PrometheusNotInstalled, PrometheusServer, find_binary
 
 pytestmark = pytest.mark.cluster
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from nightshift.render import Owner
+from nightshift.core.render import Owner
 from nightshift.settings import Settings
 
 

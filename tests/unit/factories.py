@@ -6,9 +6,9 @@ import datetime as dt
 import json
 from typing import Any
 
-from nightshift import names
-from nightshift.models import BackgroundJobSpec
-from nightshift.runs import AttemptView, Run, attempt_view, group, with_pod
+from nightshift.api import names
+from nightshift.api.models import BackgroundJobSpec
+from nightshift.core.runs import AttemptView, Run, attempt_view, group, with_pod
 
 NS = "team"
 UTC = dt.UTC

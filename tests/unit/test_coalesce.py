@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from nightshift import context, handlers
+from nightshift.controller import context, handlers
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 import yaml
 
-from nightshift import crd
+from nightshift.api import crd
 
 BGJ = "backgroundjobs.nightshift.dev.yaml"
 QUEUE = "backgroundjobqueues.nightshift.dev.yaml"
@@ -177,7 +177,7 @@ def test_rendered_yaml_round_trips(crds: dict[str, dict[str, Any]]) -> None:
 
 def test_crds_on_disk_are_up_to_date() -> None:
     stale = crd.stale()
-    assert stale == [], f"run `make crds` (python -m nightshift.crd --write): stale {[str(p) for p in stale]}"
+    assert stale == [], f"run `make crds` (python -m nightshift.api.crd --write): stale {[str(p) for p in stale]}"
 
 
 def test_structural_rejects_real_unions() -> None:

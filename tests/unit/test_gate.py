@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from nightshift import gate
-from nightshift.gate import Admit, Cancel, Skip, Snapshot, Wait, backoff_delay, decide
-from nightshift.models import BackgroundJobQueueSpec, BackgroundJobSpec, Backoff
-from nightshift.runs import AttemptView, Run, group
+from nightshift.api.models import BackgroundJobQueueSpec, BackgroundJobSpec, Backoff
+from nightshift.core import gate
+from nightshift.core.gate import Admit, Cancel, Skip, Snapshot, Wait, backoff_delay, decide
+from nightshift.core.runs import AttemptView, Run, group
 from tests.unit.factories import NS, failed, running, spec, succeeded, t, view, waiting
 
 NOW = t(2026, 3, 9, 14, 30)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
-from nightshift import graph
+from nightshift.core import graph
 
 DAG = {"report": ["extract", "clean"], "clean": ["extract"], "extract": [], "archive": ["report"]}
 

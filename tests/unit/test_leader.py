@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from nightshift.leader import Observed, micro_time, observe, step
+from nightshift.controller.leader import Observed, micro_time, observe, step
 
 ME, OTHER = "me", "other"
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from nightshift import gate, schedule
-from nightshift.status import build
+from nightshift.core import gate, schedule
+from nightshift.core.status import build
 from tests.unit.factories import spec, t, view
 from tests.unit.test_gate import decide_one
 
@@ -56,7 +56,7 @@ def test_manual_runs_do_not_move_last_schedule_time() -> None:
     sched = view("s", scheduled=t(2026, 1, 1, 9), created=t(2026, 1, 1, 9))
     st = build(
         s,
-        [*__import__("nightshift.runs").runs.group([manual, sched])],
+        [*__import__("nightshift.core.runs").core.runs.group([manual, sched])],
         {},
         generation=1,
         now=t(2026, 1, 1, 10),

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from nightshift.models import (
+from nightshift.api.models import (
     DEFAULT_RETRY_LIMIT,
     BackgroundJob,
     BackgroundJobQueue,
@@ -98,7 +98,7 @@ def test_good_durations(value: str) -> None:
 
 @pytest.mark.parametrize("value", ["90s", "5m", "1h30m", "7d", "2w", "250ms", "1w1d"])
 def test_api_and_job_parameters_read_durations_alike(value: str) -> None:
-    from nightshift import durations
+    from nightshift.api import durations
     from nightshift_jobs.durations import parse_duration
 
     assert durations.parse(value) == parse_duration(value)

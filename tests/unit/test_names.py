@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from nightshift import names
+from nightshift.api import names
 
 DNS = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 

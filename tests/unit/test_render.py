@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from nightshift import names
-from nightshift.render import Attempt, Owner, attempt_job, content_hash, cronjob
+from nightshift.api import names
+from nightshift.core.render import Attempt, Owner, attempt_job, content_hash, cronjob
 from nightshift.settings import Settings
 from tests.unit.factories import spec, t
 

@@ -4,8 +4,17 @@ import datetime as dt
 
 import pytest
 
-from nightshift import names
-from nightshift.runs import RetryRule, attempt_view, failure_retryable, group, output_of, parse_time, state, with_pod
+from nightshift.api import names
+from nightshift.core.runs import (
+    RetryRule,
+    attempt_view,
+    failure_retryable,
+    group,
+    output_of,
+    parse_time,
+    state,
+    with_pod,
+)
 from tests.unit.factories import failed, job, pod, run, running, succeeded, t, view, waiting
 
 RULE = RetryRule(limit=2, non_retryable=frozenset({64, 65, 78}), retry_on_timeout=True)
@@ -217,7 +226,7 @@ def test_output_of(message: str | None, output: dict[str, object] | None) -> Non
 
 
 def test_prunable_keeps_the_newest_within_limits_and_never_active_runs() -> None:
-    from nightshift.runs import RetryRule, group, prunable
+    from nightshift.core.runs import RetryRule, group, prunable
     from tests.unit.factories import t, view
 
     rule = RetryRule(0, frozenset({64, 65, 78}), True)

@@ -4,8 +4,8 @@ import datetime as dt
 
 import pytest
 
-from nightshift import schedule
-from nightshift.schedule import ScheduleError
+from nightshift.core import schedule
+from nightshift.core.schedule import ScheduleError
 from tests.unit.factories import t
 
 NY = "America/New_York"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from nightshift.gate import Snapshot
-from nightshift.state import LazyAdmissions
+from nightshift.controller.state import LazyAdmissions
+from nightshift.core.gate import Snapshot
 
 T = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 

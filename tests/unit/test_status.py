@@ -5,9 +5,9 @@ from typing import Any
 
 import pytest
 
-from nightshift import status
-from nightshift.models import BackgroundJobSpec, Condition
-from nightshift.runs import AttemptView, group
+from nightshift.api.models import BackgroundJobSpec, Condition
+from nightshift.core import status
+from nightshift.core.runs import AttemptView, group
 from tests.unit.factories import failed, running, spec, succeeded, t, ts, view, waiting
 
 NOW = t(2026, 3, 9, 14, 30)
@@ -59,7 +59,7 @@ def test_conditions_are_valid_metav1_conditions() -> None:
 
 
 def test_status_validates_against_the_api_model() -> None:
-    from nightshift.models import BackgroundJobStatus
+    from nightshift.api.models import BackgroundJobStatus
 
     st = build(
         spec(**DAILY),

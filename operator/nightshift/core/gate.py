@@ -13,9 +13,10 @@ import hashlib
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 
-from nightshift import durations, schedule
-from nightshift.models import PRIORITIES, BackgroundJobQueueSpec, BackgroundJobSpec, Backoff
-from nightshift.runs import AttemptView, RetryRule, Run, state
+from nightshift.api import durations
+from nightshift.api.models import PRIORITIES, BackgroundJobQueueSpec, BackgroundJobSpec, Backoff
+from nightshift.core import schedule
+from nightshift.core.runs import AttemptView, RetryRule, Run, state
 
 # A scheduled Job created later than this was a missed run that the CronJob controller caught up.
 MISSED_GRACE = dt.timedelta(minutes=2)

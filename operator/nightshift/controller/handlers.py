@@ -1,7 +1,7 @@
 # mypy: disable-error-code="arg-type"
 """kopf handlers: the I/O edge around the pure core (render, runs, gate, status).
 
-Run with `kopf run -m nightshift.handlers --all-namespaces`. Everything is level-based: each watch
+Run with `kopf run -m nightshift.controller.handlers --all-namespaces`. Everything is level-based: each watch
 event of a BackgroundJob, one of its Jobs or their pods reconciles that one BackgroundJob from the
 indexes (no API lists); one gate task admits waiting runs, woken by events and by a short tick for
 retry and dependency deadlines.
@@ -20,14 +20,17 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from nightshift import admission, context, leader, lifecycle, metrics, names, render, schedule
-from nightshift import runs as runs_mod
-from nightshift import status as status_mod
-from nightshift.context import LEADING, SETTINGS, STARTED, WAKE, epoch, event, kube, now
-from nightshift.kube import BACKGROUNDJOBS, CRONJOBS, ApiError
-from nightshift.models import GROUP, VERSION, BackgroundJobSpec
-from nightshift.runs import attempt_view
-from nightshift.state import STATE
+from nightshift.api import names
+from nightshift.api.models import GROUP, VERSION, BackgroundJobSpec
+from nightshift.controller import admission, context, leader, lifecycle
+from nightshift.controller.context import LEADING, SETTINGS, STARTED, WAKE, epoch, event, kube, now
+from nightshift.controller.state import STATE
+from nightshift.core import render, schedule
+from nightshift.core import runs as runs_mod
+from nightshift.core import status as status_mod
+from nightshift.core.runs import attempt_view
+from nightshift.infra import metrics
+from nightshift.infra.kube import BACKGROUNDJOBS, CRONJOBS, ApiError
 
 log = logging.getLogger("nightshift")
 
@@ -445,7 +448,7 @@ def _problem(ns: str, name: str, spec: BackgroundJobSpec) -> tuple[str, str] | N
 
 
 def find_cycle(ns: str, name: str, spec: BackgroundJobSpec) -> list[str] | None:
-    from nightshift.graph import cycle_from
+    from nightshift.core.graph import cycle_from
 
     def edges(n: str) -> list[str]:
         s = spec if n == name else STATE.spec(ns, n)

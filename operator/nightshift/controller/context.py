@@ -10,9 +10,9 @@ import datetime as dt
 import logging
 import time
 
-from nightshift import render
-from nightshift.history import HistoryWriter
-from nightshift.kube import EVENTS, ApiError, Kube, event_body
+from nightshift.core import render
+from nightshift.infra.history import HistoryWriter
+from nightshift.infra.kube import EVENTS, ApiError, Kube, event_body
 from nightshift.settings import Settings
 
 log = logging.getLogger("nightshift")

@@ -14,8 +14,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from nightshift import durations, names, schedule
-from nightshift.models import API_VERSION, BackgroundJobSpec
+from nightshift.api import durations, names
+from nightshift.api.models import API_VERSION, BackgroundJobSpec
+from nightshift.core import schedule
 from nightshift.settings import Settings
 
 Obj = dict[str, Any]

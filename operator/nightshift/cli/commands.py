@@ -18,10 +18,11 @@ from typing import Any
 
 import yaml
 
-from nightshift import graph, names, schedule
-from nightshift.kube import BACKGROUNDJOBS, CONFIGMAPS, CRONJOBS, EVENTS, JOBS, PODS, ApiError, Kube, event_body
-from nightshift.models import BackgroundJobSpec
-from nightshift.runs import attempt_view, group, parse_time, with_pod
+from nightshift.api import names
+from nightshift.api.models import BackgroundJobSpec
+from nightshift.core import graph, schedule
+from nightshift.core.runs import attempt_view, group, parse_time, with_pod
+from nightshift.infra.kube import BACKGROUNDJOBS, CONFIGMAPS, CRONJOBS, EVENTS, JOBS, PODS, ApiError, Kube, event_body
 
 STOP_CONFIGMAP = "nightshift-stop"
 CLUSTER_STOP_NAMESPACE = "default"
@@ -216,7 +217,7 @@ class Cli:
         o = await self.get_bgj(self.args.name)
         md = o["metadata"]
         if self.args.dsn:
-            from nightshift.history import read_history
+            from nightshift.infra.history import read_history
 
             rows = await read_history(self.args.dsn, md["namespace"], md["name"], self.args.limit)
         else:
@@ -429,8 +430,8 @@ class Cli:
 
 
 def _result(run: Any, spec: BackgroundJobSpec) -> str:
-    from nightshift.gate import retry_rule
-    from nightshift.runs import state
+    from nightshift.core.gate import retry_rule
+    from nightshift.core.runs import state
 
     return state(run, retry_rule(spec))[0]
 

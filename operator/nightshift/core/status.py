@@ -10,10 +10,10 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nightshift import schedule
-from nightshift.gate import retry_rule
-from nightshift.models import BackgroundJobSpec
-from nightshift.runs import Run, output_of, parse_time, state
+from nightshift.api.models import BackgroundJobSpec
+from nightshift.core import schedule
+from nightshift.core.gate import retry_rule
+from nightshift.core.runs import Run, output_of, parse_time, state
 
 Obj = dict[str, Any]
 

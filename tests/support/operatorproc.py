@@ -14,8 +14,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from nightshift.testing.cluster import REPO_ROOT, ControlPlane, issue_serving_cert
-from nightshift.testing.procs import die_with_parent, free_port, wait_http_ok
+from tests.support.cluster import REPO_ROOT, ControlPlane, issue_serving_cert
+from tests.support.procs import die_with_parent, free_port, wait_http_ok
 
 
 def install_crds(cp: ControlPlane) -> None:

@@ -9,10 +9,10 @@ import subprocess
 import sys
 import time
 
-from nightshift.testing.cluster import REPO_ROOT, ControlPlane
-from nightshift.testing.operatorproc import OperatorProcess, install_crds
-from nightshift.testing.postgres import PostgresServer
-from nightshift.testing.procs import stop_on_signals
+from tests.support.cluster import REPO_ROOT, ControlPlane
+from tests.support.operatorproc import OperatorProcess, install_crds
+from tests.support.postgres import PostgresServer
+from tests.support.procs import stop_on_signals
 
 NAMESPACE = "nightshift-demo"
 DEMO = REPO_ROOT / "manifests" / "demo"

@@ -10,11 +10,13 @@ import asyncio
 import time
 from typing import Any
 
-from nightshift import gate, metrics, names, render
-from nightshift.context import LEADING, SETTINGS, WAKE, event, kube, log, now
-from nightshift.kube import JOBS, QUEUES, ApiError
-from nightshift.runs import AttemptView
-from nightshift.state import STATE, LazyAdmissions, LazyRuns
+from nightshift.api import names
+from nightshift.controller.context import LEADING, SETTINGS, WAKE, event, kube, log, now
+from nightshift.controller.state import STATE, LazyAdmissions, LazyRuns
+from nightshift.core import gate, render
+from nightshift.core.runs import AttemptView
+from nightshift.infra import metrics
+from nightshift.infra.kube import JOBS, QUEUES, ApiError
 
 
 async def gate_loop() -> None:

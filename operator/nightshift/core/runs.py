@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nightshift import names
+from nightshift.api import names
 
 Obj = Mapping[str, Any]
 TERMINAL = ("Succeeded", "Failed", "Skipped", "Cancelled")

@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from nightshift import gate, metrics, names, render, schedule
-from nightshift import runs as runs_mod
-from nightshift import status as status_mod
-from nightshift.context import SETTINGS, WAKE, event, history, kube, now
-from nightshift.history import AttemptRecord
-from nightshift.kube import JOBS, ApiError
-from nightshift.models import BackgroundJobSpec
-from nightshift.runs import Run, state
-from nightshift.state import STATE
+from nightshift.api import names
+from nightshift.api.models import BackgroundJobSpec
+from nightshift.controller.context import SETTINGS, WAKE, event, history, kube, now
+from nightshift.controller.state import STATE
+from nightshift.core import gate, render, schedule
+from nightshift.core import runs as runs_mod
+from nightshift.core import status as status_mod
+from nightshift.core.runs import Run, state
+from nightshift.infra import metrics
+from nightshift.infra.history import AttemptRecord
+from nightshift.infra.kube import JOBS, ApiError
 
 
 async def prune(owner: render.Owner, spec: BackgroundJobSpec, runs: list[Run]) -> None:

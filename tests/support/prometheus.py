@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from nightshift.testing.procs import die_with_parent, free_port, wait_http_ok
+from tests.support.procs import die_with_parent, free_port, wait_http_ok
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
 
-from nightshift.testing.procs import free_port
+from tests.support.procs import free_port
 
 
 class PostgresNotInstalled(RuntimeError):

@@ -1,4 +1,4 @@
-"""CRDs generated from the pydantic models: `python -m nightshift.crd --write` (also `make crds`).
+"""CRDs generated from the pydantic models: `python -m nightshift.api.crd --write` (also `make crds`).
 
 pydantic emits JSON Schema with $refs, anyOf-with-null for optionals and consts; the API server
 wants a structural OpenAPI v3 schema, so this inlines references, drops nulls and titles, turns
@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from nightshift.models import GROUP, VERSION, BackgroundJob, BackgroundJobQueue
+from nightshift.api.models import GROUP, VERSION, BackgroundJob, BackgroundJobQueue
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 OUTPUTS = [REPO_ROOT / "crds", REPO_ROOT / "charts" / "nightshift" / "crds"]
 _DROP = {"title", "examples"}
 

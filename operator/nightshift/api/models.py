@@ -1,6 +1,6 @@
 """The nightshift API (nightshift.dev/v1alpha1) as pydantic models: the one source of truth.
 
-The CRDs in crds/ are generated from these models (nightshift.crd), so a bound, default or enum
+The CRDs in crds/ are generated from these models (nightshift.api.crd), so a bound, default or enum
 written here is enforced by the API server too. What the schema cannot say (cron syntax, time zone
 names, built-in names, interval maths) is checked by validators here, which the operator and the
 CLI share, and reported as Ready=False with a reason.
@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from nightshift import durations
+from nightshift.api import durations
 
 GROUP = "nightshift.dev"
 VERSION = "v1alpha1"

@@ -28,8 +28,8 @@ from typing import Any
 
 from aiohttp import web
 
-from nightshift.kube import CONFIGMAPS, NODES, PODS, SECRETS, ApiError, Kube, Obj
-from nightshift.testing.procs import die_with_parent
+from nightshift.infra.kube import CONFIGMAPS, NODES, PODS, SECRETS, ApiError, Kube, Obj
+from tests.support.procs import die_with_parent
 
 log = logging.getLogger("localnode")
 _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")

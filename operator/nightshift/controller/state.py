@@ -13,9 +13,9 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from nightshift import runs as runs_mod
-from nightshift.models import BackgroundJobQueueSpec, BackgroundJobSpec
-from nightshift.runs import AttemptView, Run
+from nightshift.api.models import BackgroundJobQueueSpec, BackgroundJobSpec
+from nightshift.core import runs as runs_mod
+from nightshift.core.runs import AttemptView, Run
 
 Key = tuple[str, str]
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from croniter import croniter
 
-from nightshift import durations
+from nightshift.api import durations
 
 MACROS = {
     "@yearly": "0 0 1 1 *",

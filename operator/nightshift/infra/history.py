@@ -19,9 +19,9 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from nightshift import metrics
+from nightshift.infra import metrics
 
-log = logging.getLogger("nightshift.history")
+log = logging.getLogger("nightshift.infra.history")
 
 MIGRATIONS: list[str] = [
     """

@@ -3,11 +3,11 @@
 No Docker engine runs on these machines, so kind cannot help; instead this starts what envtest and
 kwokctl start: etcd, kube-apiserver, kube-controller-manager (the real Job, CronJob and garbage
 collector controllers), kube-scheduler, KWOK for fake nodes at scale, and the local node of
-`nightshift.testing.localnode` that runs pods as local processes. Every child gets PDEATHSIG, so a
+`tests.support.localnode` that runs pods as local processes. Every child gets PDEATHSIG, so a
 killed test run cannot leave them behind.
 
-    python -m nightshift.testing.cluster up --dir .cluster     # foreground; Ctrl-C stops it
-    python -m nightshift.testing.cluster down --dir .cluster
+    python -m tests.support.cluster up --dir .cluster     # foreground; Ctrl-C stops it
+    python -m tests.support.cluster down --dir .cluster
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from nightshift.testing.procs import die_with_parent, free_port, stop_on_signals, wait_http_ok
+from tests.support.procs import die_with_parent, free_port, stop_on_signals, wait_http_ok
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCAL_NODE = "nightshift-local"
 KWOK_NODE = "kwok-node-0"
 KWOK_TAINT_KEY = "kwok.x-k8s.io/node"
@@ -297,7 +297,7 @@ class ControlPlane:
                 [
                     sys.executable,
                     "-m",
-                    "nightshift.testing.localnode",
+                    "tests.support.localnode",
                     f"--kubeconfig={self.kubeconfig}",
                     f"--name={LOCAL_NODE}",
                     f"--workdir={self.workdir / 'localnode'}",
@@ -487,7 +487,7 @@ def _down(workdir: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m nightshift.testing.cluster",
+        prog="python -m tests.support.cluster",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

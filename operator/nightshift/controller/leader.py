@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from nightshift.context import kube, log
-from nightshift.kube import LEASES, ApiError
+from nightshift.controller.context import kube, log
+from nightshift.infra.kube import LEASES, ApiError
 
 Step = Literal["create", "renew", "acquire", "follow"]
 

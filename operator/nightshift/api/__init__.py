@@ -1,0 +1,1 @@
+"""The API: models (the one source of truth for the CRDs), CRD generation, names, durations."""

@@ -1,0 +1,1 @@
+"""The `nightshift` CLI (also `kubectl nightshift`)."""

@@ -1,0 +1,1 @@
+"""Infrastructure at the edge: the Kubernetes API client, the PostgreSQL history, Prometheus metrics."""
