@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from nightshift.api.models import GROUP, VERSION, BackgroundJob, BackgroundJobQueue
+from nightshift.api.models import GROUP, VERSION, BackgroundJob, BackgroundJobQueue, BackgroundJobRun
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 OUTPUTS = [REPO_ROOT / "crds", REPO_ROOT / "charts" / "nightshift" / "crds"]
@@ -147,11 +147,27 @@ def generate() -> dict[str, dict[str, Any]]:
                 _column("Age", ".metadata.creationTimestamp", "date"),
             ],
         ),
+        f"backgroundjobruns.{GROUP}.yaml": _crd(
+            "BackgroundJobRun",
+            "backgroundjobruns",
+            ["bgjr"],
+            BackgroundJobRun,
+            [
+                _column("Job", ".spec.backgroundJob"),
+                _column("Phase", ".status.phase"),
+                _column("Attempts", ".status.attempts", "integer"),
+                _column("Started", ".status.startTime", "date"),
+                _column("Finished", ".status.completionTime", "date"),
+                _column("Age", ".metadata.creationTimestamp", "date"),
+                _column("Run", ".status.runId", priority=1),
+                _column("Reason", ".status.reason", priority=1),
+            ],
+        ),
     }
 
 
 def render() -> dict[str, str]:
-    header = "# Generated from operator/nightshift/models.py by `make crds`; do not edit.\n"
+    header = "# Generated from operator/nightshift/api/models.py by `make crds`; do not edit.\n"
     return {name: header + yaml.safe_dump(crd, sort_keys=False, width=120) for name, crd in generate().items()}
 
 

@@ -338,3 +338,58 @@ class BackgroundJobQueue(Model):
     metadata: Opaque = {}
     spec: BackgroundJobQueueSpec = BackgroundJobQueueSpec()
     status: BackgroundJobQueueStatus | None = None
+
+
+RunPhase = Literal["Pending", "Waiting", "Running", "Retrying", "Succeeded", "Failed", "Skipped", "Cancelled"]
+TERMINAL_PHASES: tuple[str, ...] = ("Succeeded", "Failed", "Skipped", "Cancelled")
+
+
+class BackgroundJobRunSpec(Model):
+    """One requested run of a BackgroundJob. Immutable: a request is a fact, so ask again with a new one."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _rule("self == oldSelf", "a BackgroundJobRun's spec cannot change; create another run"),
+            ]
+        }
+    )
+
+    background_job: Name = Field(description="The BackgroundJob to run, in this namespace.")
+    params: Opaque | None = Field(
+        default=None, description="Parameters for this run only, merged over the job's own job.params."
+    )
+    scheduled_time: dt.datetime | None = Field(
+        default=None,
+        description="The scheduled time this run stands for (a backfill); unset: the time the request was made.",
+    )
+    reason: str | None = Field(default=None, max_length=1024, description="Who asked for this run and why.")
+
+
+class BackgroundJobRunStatus(Model):
+    """The run's result, written back by the operator so `kubectl wait` works on the request."""
+
+    phase: RunPhase = Field(default="Pending", description="Pending until the operator creates the run's Job.")
+    run_id: str | None = Field(default=None, max_length=128, description="The run (its first attempt's Job name).")
+    attempts: int = Field(default=0, description="Attempts that started or finished.")
+    scheduled_time: dt.datetime | None = None
+    start_time: dt.datetime | None = None
+    completion_time: dt.datetime | None = None
+    exit_code: int | None = None
+    reason: str | None = Field(default=None, max_length=256)
+    message: str | None = Field(default=None, max_length=4096)
+    output: Opaque | None = None
+    conditions: list[Condition] = Field(
+        default=[],
+        max_length=8,
+        description="Finished (True once the run ended in any way) and Succeeded (True or False once it ended).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+
+class BackgroundJobRun(Model):
+    api_version: Literal["nightshift.dev/v1alpha1"] = "nightshift.dev/v1alpha1"
+    kind: Literal["BackgroundJobRun"] = "BackgroundJobRun"
+    metadata: Opaque = {}
+    spec: BackgroundJobRunSpec
+    status: BackgroundJobRunStatus | None = None
