@@ -171,7 +171,7 @@ def test_printer_columns(crds: dict[str, dict[str, Any]]) -> None:
 
 def test_rendered_yaml_round_trips(crds: dict[str, dict[str, Any]]) -> None:
     for name, text in crd.render().items():
-        assert text.startswith("# Generated from operator/nightshift/models.py")
+        assert text.startswith("# Generated from operator/nightshift/api/models.py")
         assert yaml.safe_load(text) == crds[name]
 
 
