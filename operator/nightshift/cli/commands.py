@@ -1,7 +1,9 @@
 """`nightshift` (also `kubectl nightshift`): status, history and run controls for BackgroundJobs.
 
-Everything goes through the API server as a user would with kubectl: triggers are annotations the
-operator turns into runs, stops are ConfigMaps the gate reads, so the CLI holds no state of its own.
+Everything goes through the API server as a user would with kubectl: a trigger, a backfill or a
+retry creates BackgroundJobRuns (one per asked-for run) that the operator turns into runs and whose
+status carries the result (`kubectl wait --for=condition=Finished bgjr/NAME`); stops are ConfigMaps
+the gate reads. The CLI holds no state of its own.
 Exit codes: 0 ok, 1 a run failed or the API refused, 2 bad usage, 3 not found.
 """
 
@@ -12,17 +14,20 @@ import asyncio
 import datetime as dt
 import json
 import sys
-import uuid
-from collections.abc import Sequence
+import time
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
-import yaml
+import aiohttp
 
 from nightshift.api import names
 from nightshift.api.models import BackgroundJobSpec
+from nightshift.cli import requests
+from nightshift.cli.output import age, condition, emit, failing, health, table
+from nightshift.cli.requests import BACKGROUNDJOBRUNS, RequestError
 from nightshift.core import graph, schedule
-from nightshift.core.runs import attempt_view, group, parse_time, with_pod
-from nightshift.infra.kube import BACKGROUNDJOBS, CONFIGMAPS, CRONJOBS, EVENTS, JOBS, PODS, ApiError, Kube, event_body
+from nightshift.core.runs import attempt_view, group, with_pod
+from nightshift.infra.kube import BACKGROUNDJOBS, CONFIGMAPS, EVENTS, JOBS, PODS, ApiError, Kube, event_body
 
 STOP_CONFIGMAP = "nightshift-stop"
 CLUSTER_STOP_NAMESPACE = "default"
@@ -32,58 +37,6 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
-
-
-def _age(value: str | None, now: dt.datetime) -> str:
-    t = parse_time(value)
-    if t is None:
-        return "-"
-    secs = int((now - t).total_seconds())
-    future = secs < 0
-    secs = abs(secs)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if secs >= size:
-            text = f"{secs // size}{unit}"
-            break
-    else:
-        text = f"{secs}s"
-    return f"in {text}" if future else f"{text} ago"
-
-
-def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    cells = [[str(c) for c in header]] + [["-" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
-
-
-def emit(data: Any, output: str | None, text: str) -> None:
-    if output == "json":
-        print(json.dumps(data, indent=2, default=str))
-    elif output == "yaml":
-        print(yaml.safe_dump(data, sort_keys=False, default_flow_style=False), end="")
-    else:
-        print(text)
-
-
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in obj.get("status", {}).get("conditions", []) if c.get("type") == type_), {})
-
-
-def failing(obj: dict[str, Any]) -> bool:
-    st = obj.get("status", {})
-    return (
-        condition(obj, "Ready").get("status") == "False"
-        or st.get("lastRun", {}).get("result") == "Failed"
-        or int(st.get("consecutiveFailures") or 0) > 0
-    )
-
-
-def health(objs: Sequence[dict[str, Any]]) -> str:
-    """The seeds' overall health: healthy, degraded when some jobs fail, critical when most do."""
-    bad = sum(1 for o in objs if failing(o))
-    if bad == 0:
-        return "healthy"
-    return "critical" if bad * 2 > len(objs) else "degraded"
 
 
 class Cli:
@@ -130,8 +83,8 @@ class Cli:
                     st.get("schedule"),
                     ready.get("status", "Unknown"),
                     st.get("lastRun", {}).get("result"),
-                    _age(st.get("lastSuccessfulTime"), self.now),
-                    _age(st.get("nextScheduleTime"), self.now),
+                    age(st.get("lastSuccessfulTime"), self.now),
+                    age(st.get("nextScheduleTime"), self.now),
                     st.get("consecutiveFailures", 0),
                     ready.get("reason"),
                 ]
@@ -286,77 +239,250 @@ class Cli:
         emit({"edges": edges}, self.args.output, "\n".join(lines))
         return 0
 
-    async def trigger(self, nonce: str | None = None) -> int:
+    # -- run requests (BackgroundJobRuns) -------------------------------------------------------------
+    def _crd_missing(self) -> CliError:
+        return CliError(
+            f"the API server does not serve {BACKGROUNDJOBRUNS.plural}.{BACKGROUNDJOBRUNS.group}: the BackgroundJobRun "
+            "CRD is not installed (kubectl apply -f crds/, or upgrade the chart)",
+            3,
+        )
+
+    async def create_request(self, wanted: dict[str, Any], *, compare_reason: bool) -> tuple[dict[str, Any], bool]:
+        """Create `wanted`; an existing request with the same spec is success. Returns (object, created)."""
+        md = wanted["metadata"]
+        try:
+            return await self.kube.create(BACKGROUNDJOBRUNS, wanted, md["namespace"]), True
+        except ApiError as e:
+            if e.not_found:
+                raise self._crd_missing() from e
+            if not e.conflict:
+                raise
+        try:
+            existing = await self.kube.get(BACKGROUNDJOBRUNS, md["name"], md["namespace"])
+        except ApiError as e:
+            if e.not_found:  # created and already pruned, or deleted in between: ask the user to look
+                raise CliError(f"bgjr/{md['name']} existed a moment ago and is gone now; run the command again") from e
+            raise
+        if not requests.same_request(existing, wanted, compare_reason=compare_reason):
+            fields = ", ".join(requests.differences(existing, wanted, compare_reason=compare_reason))
+            raise CliError(
+                f"bgjr/{md['name']} already exists in namespace {md['namespace']} and asks for something else "
+                f"(differs in: {fields}); use another --id, or delete it first",
+                1,
+            )
+        return existing, False
+
+    def _announce(self, obj: dict[str, Any], created: bool) -> None:
+        md = obj["metadata"]
+        if self.args.output:
+            return
+        print(
+            f"bgjr/{md['name']} " + ("created" if created else f"exists already (same request, {requests.phase(obj)})")
+        )
+        print(
+            f"wait for it: kubectl wait --for=condition=Finished bgjr/{md['name']} -n {md['namespace']}",
+            file=sys.stderr,
+        )
+
+    async def _request_run(
+        self,
+        o: dict[str, Any],
+        name: str,
+        params: dict[str, Any],
+        reason: str,
+        *,
+        compare_reason: bool,
+        annotations: dict[str, str] | None = None,
+    ) -> int:
+        wanted = requests.body(o, name, params=params, reason=reason, annotations=annotations)
+        obj, created = await self.create_request(wanted, compare_reason=compare_reason)
+        self._announce(obj, created)
+        if not self.args.wait:
+            if self.args.output:
+                emit(obj, self.args.output, "")
+            return 0
+        result, final = await self.wait_request(obj, self.args.timeout)
+        emit(final, self.args.output, result.summary + (f"\n  {result.message}" if result.message else ""))
+        return result.code
+
+    async def trigger(self) -> int:
         o = await self.get_bgj(self.args.name)
         params = dict(_param(p) for p in self.args.param or [])
-        nonce = nonce or f"cli-{uuid.uuid4().hex[:12]}"
-        ann = {names.ANN_RUN_NOW: nonce, names.ANN_RUN_NOW + "-params": json.dumps(params) if params else None}
-        await self.kube.patch(BACKGROUNDJOBS, o["metadata"]["name"], {"metadata": {"annotations": ann}}, self.ns)
-        run = names.run_id(o["metadata"]["name"], "manual", nonce)
-        print(f"run {run} requested (nonce {nonce})")
-        if not self.args.wait:
-            return 0
-        return await self.wait_run(o["metadata"]["namespace"], o["metadata"]["name"], run, o["spec"])
-
-    async def wait_run(self, ns: str, name: str, run: str, raw_spec: dict[str, Any]) -> int:
-        spec = BackgroundJobSpec.model_validate(raw_spec)
-        deadline = self.now + dt.timedelta(seconds=self.args.timeout)
-        last = None
-        while dt.datetime.now(dt.UTC) < deadline:
-            for r in await self.runs_of(ns, name):
-                if r.id == run:
-                    result = _result(r, spec)
-                    if result != last:
-                        print(f"run {run}: {result}", file=sys.stderr)
-                        last = result
-                    if result in ("Succeeded", "Failed", "Skipped", "Cancelled"):
-                        return 0 if result == "Succeeded" else 1
-            await asyncio.sleep(1)
-        raise CliError(f"run {run} did not finish within {self.args.timeout}s")
+        job = o["metadata"]["name"]
+        if self.args.id is not None:
+            if not self.args.id:
+                raise CliError("--id needs a non-empty key", 2)
+            name = requests.id_name(job, self.args.id)
+            annotations = {requests.ANN_REQUEST_ID: self.args.id}
+        else:
+            name, annotations = requests.random_name(job, self.now), None
+        reason = self.args.reason or requests.default_reason("trigger")
+        return await self._request_run(
+            o, name, params, reason, compare_reason=self.args.reason is not None, annotations=annotations
+        )
 
     async def retry(self) -> int:
         o = await self.get_bgj(self.args.name)
-        last = o.get("status", {}).get("lastRun", {})
+        md = o["metadata"]
+        last = o.get("status", {}).get("lastRun") or {}
         if last.get("result") not in ("Failed", "Cancelled", "Skipped"):
-            raise CliError(f"the last run of {self.args.name} did not fail (result {last.get('result', 'none')})", 1)
-        return await self.trigger(nonce=f"retry-{last['id']}"[:63])
+            raise CliError(f"the last run of {md['name']} did not fail (result {last.get('result', 'none')})", 1)
+        run_id = str(last["id"])
+        run = next((r for r in await self.runs_of(md["namespace"], md["name"]) if r.id == run_id), None)
+        if run is None:
+            print(
+                f"nightshift: the Jobs of run {run_id} are gone, so its params are unknown; "
+                "retrying with the job's own params (and any --param)",
+                file=sys.stderr,
+            )
+        before = dict(run.first.params or {}) if run else {}
+        params = {**before, **dict(_param(p) for p in self.args.param or [])}
+        name = requests.retry_name(md["name"], run_id, params)
+        return await self._request_run(o, name, params, self.args.reason or f"retry of {run_id}", compare_reason=False)
+
+    async def wait_request(self, obj: dict[str, Any], timeout: float) -> tuple[requests.Outcome, dict[str, Any]]:
+        """Watch one request until its Finished condition is True (re-reading it when a watch ends)."""
+        md = obj["metadata"]
+        name, ns = md["name"], md["namespace"]
+        deadline = time.monotonic() + timeout
+        shown: str | None = None
+
+        def seen(current: dict[str, Any]) -> requests.Outcome | None:
+            nonlocal shown
+            line = requests.progress(current)
+            if line != shown:
+                print(line, file=sys.stderr)
+                shown = line
+            return requests.outcome(current)
+
+        while True:
+            try:
+                current = await self.kube.get(BACKGROUNDJOBRUNS, name, ns)
+            except ApiError as e:
+                if e.not_found:
+                    raise CliError(f"bgjr/{name} was deleted before its run finished", 1) from e
+                raise
+            if result := seen(current):
+                return result, current
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CliError(f"bgjr/{name} did not finish within {timeout:g}s (phase {requests.phase(current)})", 1)
+            try:
+                async with asyncio.timeout(remaining):
+                    async for kind, event in self.kube.watch(
+                        BACKGROUNDJOBRUNS,
+                        ns,
+                        field_selector=f"metadata.name={name}",
+                        resource_version=current["metadata"].get("resourceVersion"),
+                        timeout_seconds=max(1, min(int(remaining), 120)),
+                    ):
+                        if kind == "DELETED":
+                            raise CliError(f"bgjr/{name} was deleted before its run finished", 1)
+                        if kind in ("ADDED", "MODIFIED") and (result := seen(event)):
+                            return result, event
+            except TimeoutError:
+                continue  # the deadline: the next read reports the timeout with the latest phase
+            except (ApiError, aiohttp.ClientError):  # 410 Gone, a dropped connection: read again, then watch
+                await asyncio.sleep(1)
 
     async def backfill(self) -> int:
         o = await self.get_bgj(self.args.name)
         md = o["metadata"]
         spec = BackgroundJobSpec.model_validate(o["spec"])
-        cron = schedule.cron_of(spec.schedule, spec.every)
-        if cron is None:
-            raise CliError(f"{md['name']} has no schedule to backfill", 2)
         start, end = _when(self.args.from_), _when(self.args.to)
-        times = list(
-            schedule.times_between(cron, spec.time_zone, start - dt.timedelta(seconds=1), end, limit=self.args.max + 1)
-        )
-        if len(times) > self.args.max:
-            raise CliError(f"{md['name']} has more than {self.args.max} scheduled times in that range; raise --max", 2)
-        cronjob = await self.kube.get(CRONJOBS, md["name"], md["namespace"])
-        sem = asyncio.Semaphore(self.args.parallel)
-        created = 0
+        try:
+            times = requests.backfill_times(spec, start, end, self.args.max)
+        except RequestError as e:
+            raise CliError(f"backfill of {md['name']}: {e}", e.code) from e
+        reason = self.args.reason or requests.default_reason("backfill")
+        wanted = [
+            requests.body(o, requests.backfill_name(md["name"], t), scheduled_time=t, reason=reason) for t in times
+        ]
+        if self.args.dry_run:
+            existing = {r["metadata"]["name"] for r in await self.list_requests(md["namespace"], md["name"])}
+            rows = [
+                [
+                    w["spec"]["scheduledTime"],
+                    w["metadata"]["name"],
+                    "exists" if w["metadata"]["name"] in existing else "new",
+                ]
+                for w in wanted
+            ]
+            text = table(rows, ["SCHEDULED", "REQUEST", "STATE"])
+            new = sum(1 for r in rows if r[2] == "new")
+            emit(
+                [dict(zip(["scheduledTime", "name", "state"], r, strict=True)) for r in rows],
+                self.args.output,
+                f"{text}\n\nbackfill of {md['name']} (dry run): {len(times)} scheduled times, "
+                f"{new} requests would be created, {len(times) - new} exist already",
+            )
+            return 0
+        sem = asyncio.Semaphore(max(1, self.args.parallel))
+        made: list[tuple[dict[str, Any], bool]] = []
 
-        async def one(t: dt.datetime) -> None:
-            nonlocal created
+        async def one(w: dict[str, Any]) -> None:
             async with sem:
-                run = names.run_id(md["name"], "backfill", t.isoformat())
-                job = _job_from_cronjob(cronjob, o, run, t)
-                try:
-                    await self.kube.create(JOBS, job)
-                    created += 1
-                except ApiError as e:
-                    if not e.conflict:
-                        raise
-                if self.args.wait:
-                    await self.wait_run(md["namespace"], md["name"], run, o["spec"])
+                made.append(await self.create_request(w, compare_reason=False))
 
-        await asyncio.gather(*(one(t) for t in times))
-        print(
-            f"backfill of {md['name']}: {len(times)} scheduled times, {created} runs created, "
+        await _all(one(w) for w in wanted)
+        created = sum(1 for _, c in made if c)
+        summary = (
+            f"backfill of {md['name']}: {len(times)} scheduled times, {created} requests created, "
             f"{len(times) - created} existed already"
         )
+        if not self.args.wait:
+            emit([obj for obj, _ in made], self.args.output, summary)
+            return 0
+        print(summary, file=sys.stderr)
+        deadline = time.monotonic() + self.args.timeout
+        results: list[tuple[requests.Outcome, dict[str, Any]]] = []
+
+        async def wait(obj: dict[str, Any]) -> None:
+            async with sem:
+                results.append(await self.wait_request(obj, max(0.0, deadline - time.monotonic())))
+
+        await _all(wait(obj) for obj, _ in made)
+        results.sort(key=lambda r: str(r[1]["spec"].get("scheduledTime")))
+        failed = [r for r, _ in results if r.code]
+        emit(
+            [obj for _, obj in results],
+            self.args.output,
+            "\n".join(r.summary for r, _ in results)
+            + f"\n\n{len(results) - len(failed)} succeeded, {len(failed)} did not",
+        )
+        return 1 if failed else 0
+
+    async def list_requests(self, ns: str, job: str) -> list[dict[str, Any]]:
+        try:
+            items = await self.kube.list(BACKGROUNDJOBRUNS, ns)
+        except ApiError as e:
+            if e.not_found:
+                raise self._crd_missing() from e
+            raise
+        # by spec, not by label: a request written by hand with kubectl may carry no labels
+        mine = [r for r in items if (r.get("spec") or {}).get("backgroundJob") == job]
+        return sorted(mine, key=lambda r: (r["metadata"].get("creationTimestamp") or "", r["metadata"]["name"]))
+
+    async def runs(self) -> int:
+        o = await self.get_bgj(self.args.name)
+        md = o["metadata"]
+        items = await self.list_requests(md["namespace"], md["name"])
+        rows = []
+        for r in items:
+            st = r.get("status") or {}
+            rows.append(
+                [
+                    r["metadata"]["name"],
+                    requests.phase(r),
+                    st.get("attempts", 0),
+                    age(st.get("startTime"), self.now),
+                    age(st.get("completionTime"), self.now),
+                    st.get("reason"),
+                    (r.get("spec") or {}).get("reason"),
+                ]
+            )
+        text = table(rows, ["NAME", "PHASE", "ATTEMPTS", "STARTED", "FINISHED", "REASON", "REQUESTED"])
+        emit(items, self.args.output, text if items else f"no BackgroundJobRuns for {md['name']} in {md['namespace']}")
         return 0
 
     async def set_suspend(self, value: bool) -> int:
@@ -454,45 +580,14 @@ def _when(text: str) -> dt.datetime:
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
-def _job_from_cronjob(cronjob: dict[str, Any], bgj: dict[str, Any], run: str, t: dt.datetime) -> dict[str, Any]:
-    """A backfill run: the CronJob's own template, named and stamped like every operator-created run."""
-    template = cronjob["spec"]["jobTemplate"]
-    md = bgj["metadata"]
-    spec = json.loads(json.dumps(template["spec"]))
-    spec["suspend"] = True
-    spec["template"]["metadata"].setdefault("labels", {})[names.LABEL_RUN] = run
-    for c in spec["template"]["spec"]["containers"]:
-        for e in c.get("env", []):
-            if e["name"] == "NIGHTSHIFT_RUN_ID":
-                e.pop("valueFrom", None)
-                e["value"] = run
-        c.setdefault("env", []).append({"name": "NIGHTSHIFT_SCHEDULED_TIME", "value": t.strftime("%Y-%m-%dT%H:%M:%SZ")})
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": run,
-            "namespace": md["namespace"],
-            "labels": {**template["metadata"].get("labels", {}), names.LABEL_RUN: run},
-            "annotations": {
-                **template["metadata"].get("annotations", {}),
-                names.ANN_TRIGGER: "backfill",
-                names.ANN_SCHEDULED: t.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                names.ANN_ATTEMPT: "1",
-            },
-            "ownerReferences": [
-                {
-                    "apiVersion": bgj["apiVersion"],
-                    "kind": "BackgroundJob",
-                    "name": md["name"],
-                    "uid": md["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "spec": spec,
-    }
+async def _all(aws: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Await all; the first failure cancels the rest and is raised as itself (for main's messages)."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for aw in aws:
+                tg.create_task(aw)
+    except ExceptionGroup as group:
+        raise group.exceptions[0] from None
 
 
 async def _event(kube: Kube, obj: dict[str, Any], reason: str, message: str) -> None:
@@ -524,20 +619,35 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("--limit", type=int, default=20)
     sub.add_parser("logs", help="output of the last run's pod").add_argument("name")
     sub.add_parser("graph", help="dependencies as text, or DOT with -o dot")
-    for cmd, helptext in (("trigger", "run now, once per call"), ("retry", "run a failed job again")):
+    for cmd, helptext in (
+        ("trigger", "ask for one run now: creates a BackgroundJobRun"),
+        ("retry", "run the last failed run again, with its params: creates a BackgroundJobRun"),
+    ):
         t = sub.add_parser(cmd, help=helptext)
         t.add_argument("name")
         t.add_argument("--param", action="append", metavar="KEY=VALUE", help="override a param for this run only")
-        t.add_argument("--wait", action="store_true", help="wait for the result; exit 1 if the run fails")
-        t.add_argument("--timeout", type=float, default=600)
-    b = sub.add_parser("backfill", help="runs for each scheduled time in a range")
+        t.add_argument("--reason", help="who asks and why (default: the command, user and host)")
+        if cmd == "trigger":
+            t.add_argument(
+                "--id",
+                metavar="KEY",
+                help="name the request from KEY, so running the same command again asks for no second run",
+            )
+        t.add_argument("--wait", action="store_true", help="wait for the result; exit 1 unless the run succeeds")
+        t.add_argument("--timeout", type=float, default=600, help="seconds --wait waits (default 600)")
+    b = sub.add_parser("backfill", help="one BackgroundJobRun per scheduled time in a range (each time once)")
     b.add_argument("name")
-    b.add_argument("--from", dest="from_", required=True)
-    b.add_argument("--to", required=True)
-    b.add_argument("--parallel", type=int, default=2, help="runs created (and, with --wait, awaited) at a time")
-    b.add_argument("--max", type=int, default=100)
-    b.add_argument("--wait", action="store_true")
+    b.add_argument(
+        "--from", dest="from_", required=True, metavar="TIME", help="ISO 8601; a time equal to it is included"
+    )
+    b.add_argument("--to", required=True, metavar="TIME", help="ISO 8601, included")
+    b.add_argument("--dry-run", action="store_true", help="list the times and requests, create nothing")
+    b.add_argument("--max", type=int, default=100, help="refuse a range with more scheduled times (default 100)")
+    b.add_argument("--reason", help="who asks and why (default: the command, user and host)")
+    b.add_argument("--parallel", type=int, default=2, help="requests created (and, with --wait, awaited) at a time")
+    b.add_argument("--wait", action="store_true", help="wait for every run; exit 1 unless all succeed")
     b.add_argument("--timeout", type=float, default=3600)
+    sub.add_parser("runs", help="the job's BackgroundJobRuns: phase, attempts, times, reasons").add_argument("name")
     for cmd in ("suspend", "resume"):
         c = sub.add_parser(cmd, help=f"{cmd} one job, or --all in the namespace (-A: every namespace)")
         c.add_argument("name", nargs="?")
@@ -570,6 +680,7 @@ async def amain(args: argparse.Namespace) -> int:
             "trigger": cli.trigger,
             "retry": cli.retry,
             "backfill": cli.backfill,
+            "runs": cli.runs,
             "stop": cli.stop,
             "start": cli.start,
         }[command]
