@@ -56,7 +56,11 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_params(env_json: str | None, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """NIGHTSHIFT_PARAMS (a JSON object) with --param overrides applied on top."""
+    """NIGHTSHIFT_PARAMS (a JSON object) with --param overrides applied on top.
+
+    The operator has already merged a run's own params (run-now, BackgroundJobRun.spec.params) over
+    the job's `job.params` into NIGHTSHIFT_PARAMS; --param is for local runs and custom entrypoints.
+    """
     params: dict[str, Any] = {}
     if env_json and env_json.strip():
         try:

@@ -1,7 +1,9 @@
 """Job registry: name -> (function, params model).
 
-Importing this module is cheap on purpose (no pydantic, no psycopg): the operator imports
-BUILTIN_NAMES to validate `builtin:` names. Built-in modules are imported only when a job is run.
+Importing this module is cheap on purpose (no pydantic, no psycopg). The names valid after `builtin:`
+are part of the run contract (nightshift_jobs.contract.BUILTIN_NAMES); this module maps each to the
+module that registers it. Built-in modules are imported only when a job is run, or when the operator
+asks for a built-in's params model (params_model) to validate a BackgroundJob's `job.params`.
 Extra jobs come from modules named in NIGHTSHIFT_JOB_MODULES (comma separated) or from the
 `nightshift.jobs` entry-point group; importing them runs their @job decorators.
 """
@@ -13,6 +15,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from nightshift_jobs.contract import BUILTIN_NAMES as BUILTIN_NAMES
+from nightshift_jobs.contract import ENV_JOB_MODULES
 
 if TYPE_CHECKING:
     from nightshift_jobs.params import JobParams
@@ -28,8 +33,8 @@ _BUILTIN_MODULES: Final[dict[str, str]] = {
     "sql": "sql",
     "ttl-cleanup": "ttl_cleanup",
 }
-BUILTIN_NAMES: Final[tuple[str, ...]] = tuple(sorted(_BUILTIN_MODULES))
-"""Names valid after `builtin:` in a BackgroundJob's `job`; sorted."""
+if tuple(sorted(_BUILTIN_MODULES)) != BUILTIN_NAMES:  # pragma: no cover - caught by the unit tests on import
+    raise RuntimeError("nightshift_jobs.contract.BUILTIN_NAMES and the registry's built-in modules differ")
 
 ENTRY_POINT_GROUP: Final = "nightshift.jobs"
 P = TypeVar("P", bound="JobParams")
@@ -80,12 +85,23 @@ def get(name: str) -> JobSpec:
     return spec
 
 
+def params_model(name: str) -> type[JobParams]:
+    """The params model of built-in `name` (imports its module); KeyError for names that are not built-ins.
+
+    Only built-ins: the operator validates `job.params` at apply time with it, and plugin jobs
+    (NIGHTSHIFT_JOB_MODULES, entry points) live in job images the operator does not have.
+    """
+    if name not in _BUILTIN_MODULES:
+        raise KeyError(name)
+    return get(name).params
+
+
 def _load_plugins() -> None:
     global _plugins_loaded
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    for module in filter(None, (m.strip() for m in os.environ.get("NIGHTSHIFT_JOB_MODULES", "").split(","))):
+    for module in filter(None, (m.strip() for m in os.environ.get(ENV_JOB_MODULES, "").split(","))):
         importlib.import_module(module)
     from importlib.metadata import entry_points
 

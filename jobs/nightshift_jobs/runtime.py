@@ -17,9 +17,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import IntEnum
 from types import FrameType
 from typing import Any
+
+from nightshift_jobs import contract
+from nightshift_jobs.contract import ExitCode as ExitCode  # re-exported: jobs and plugins import it from here
 
 Counts = dict[str, int]
 
@@ -28,18 +30,8 @@ TERMINATION_LIMIT = 4096  # Kubernetes truncates termination messages at 4096 by
 _SECRET_HINTS = ("dsn", "password", "secret", "token", "authorization", "apikey", "api_key")
 
 
-class ExitCode(IntEnum):
-    """Exit codes the operator's retry policy keys on (sysexits.h numbering)."""
-
-    OK = 0
-    FAILURE = 1  # unexpected failure or unhealthy: retried by default
-    USAGE = 64  # unknown job, bad flag, unknown or missing parameter: never retried
-    DATA = 65  # parameter values or data are invalid: never retried
-    TEMPORARY = 75  # database unreachable, lock timeout, 5xx, SIGTERM: retried
-    CONFIG = 78  # the environment does not match what the job needs: never retried
-
-
-NON_RETRYABLE_EXIT_CODES: frozenset[int] = frozenset({ExitCode.USAGE, ExitCode.DATA, ExitCode.CONFIG})
+NON_RETRYABLE_EXIT_CODES: frozenset[int] = frozenset(contract.NON_RETRYABLE_EXIT_CODES)
+"""The contract's non-retryable exit codes as a set, for membership tests."""
 
 
 class JobError(Exception):
@@ -88,13 +80,13 @@ class RunInfo:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RunInfo:
-        attempt_text = env.get("NIGHTSHIFT_ATTEMPT") or ""
+        attempt_text = env.get(contract.ENV_ATTEMPT) or ""
         return cls(
-            run_id=env.get("NIGHTSHIFT_RUN_ID") or None,
+            run_id=env.get(contract.ENV_RUN_ID) or None,
             attempt=int(attempt_text) if attempt_text.isdigit() else None,
-            background_job=env.get("NIGHTSHIFT_BACKGROUNDJOB") or None,
-            namespace=env.get("NIGHTSHIFT_NAMESPACE") or None,
-            scheduled_time=env.get("NIGHTSHIFT_SCHEDULED_TIME") or None,
+            background_job=env.get(contract.ENV_BACKGROUNDJOB) or None,
+            namespace=env.get(contract.ENV_NAMESPACE) or None,
+            scheduled_time=env.get(contract.ENV_SCHEDULED_TIME) or None,
         )
 
 
@@ -237,7 +229,7 @@ def _size(result: Mapping[str, Any]) -> int:
 
 def write_result(ctx: JobContext, result: Mapping[str, Any], env: Mapping[str, str]) -> None:
     """Write the one-line result to the termination log; an unwritable path is logged, not fatal."""
-    path = env.get("NIGHTSHIFT_TERMINATION_LOG") or TERMINATION_LOG_DEFAULT
+    path = env.get(contract.ENV_TERMINATION_LOG) or TERMINATION_LOG_DEFAULT
     line = json.dumps(result, ensure_ascii=False, separators=(",", ":"))
     try:
         with open(path, "w", encoding="utf-8") as fh:
@@ -283,7 +275,7 @@ def execute(
         if usage_error:
             raise UsageError(usage_error)
         spec = registry.get(name)
-        raw = load_params(env.get("NIGHTSHIFT_PARAMS"), overrides or {})
+        raw = load_params(env.get(contract.ENV_PARAMS), overrides or {})
         params = validate_params(spec.params, raw)
         if handle_signals:
             install_signal_handlers(ctx)

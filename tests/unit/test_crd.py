@@ -10,6 +10,8 @@ from nightshift.api import crd
 
 BGJ = "backgroundjobs.nightshift.dev.yaml"
 QUEUE = "backgroundjobqueues.nightshift.dev.yaml"
+RUN = "backgroundjobruns.nightshift.dev.yaml"
+ALL = [BGJ, QUEUE, RUN]
 
 
 @pytest.fixture(scope="module")
@@ -42,19 +44,19 @@ def all_keys(value: Any) -> Iterator[str]:
             yield from all_keys(v)
 
 
-@pytest.mark.parametrize("name", [BGJ, QUEUE])
+@pytest.mark.parametrize("name", ALL)
 def test_no_json_schema_constructs_the_api_server_rejects(crds: dict[str, dict[str, Any]], name: str) -> None:
     keys = set(all_keys(schema_of(crds[name])))
     assert not keys & {"$ref", "$defs", "anyOf", "oneOf", "allOf", "title", "const", "examples", "nullable"}
 
 
-@pytest.mark.parametrize("name", [BGJ, QUEUE])
+@pytest.mark.parametrize("name", ALL)
 def test_every_node_has_a_type(crds: dict[str, dict[str, Any]], name: str) -> None:
     untyped = [p for p, n in walk(schema_of(crds[name])) if "type" not in n]
     assert untyped == []
 
 
-@pytest.mark.parametrize("name", [BGJ, QUEUE])
+@pytest.mark.parametrize("name", ALL)
 def test_every_string_is_bounded(crds: dict[str, dict[str, Any]], name: str) -> None:
     """maxLength or enum; the API server bounds date-time itself, and apiVersion/kind are the standard fields."""
     unbounded = [
@@ -71,14 +73,14 @@ def test_every_string_is_bounded(crds: dict[str, dict[str, Any]], name: str) -> 
     assert patterned == []
 
 
-@pytest.mark.parametrize("name", [BGJ, QUEUE])
+@pytest.mark.parametrize("name", ALL)
 def test_every_array_is_bounded(crds: dict[str, dict[str, Any]], name: str) -> None:
     arrays = [(p, n) for p, n in walk(schema_of(crds[name])) if n.get("type") == "array"]
     assert arrays
     assert [p for p, n in arrays if "maxItems" not in n] == []
 
 
-@pytest.mark.parametrize("name", [BGJ, QUEUE])
+@pytest.mark.parametrize("name", ALL)
 def test_every_map_is_bounded_or_opaque(crds: dict[str, dict[str, Any]], name: str) -> None:
     maps = [p for p, n in walk(schema_of(crds[name])) if "additionalProperties" in n and "maxProperties" not in n]
     assert maps == []
@@ -88,7 +90,10 @@ def test_opaque_fields_preserve_unknown_fields(crds: dict[str, dict[str, Any]]) 
     spec = schema_of(crds[BGJ])["properties"]["spec"]
     job = spec["properties"]["job"]["properties"]
     for name in ("params", "resources"):
-        assert job[name] == {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        assert {k: v for k, v in job[name].items() if k != "description"} == {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+        }
     assert job["env"]["items"]["x-kubernetes-preserve-unknown-fields"] is True
 
 
@@ -96,17 +101,21 @@ def test_cel_rules(crds: dict[str, dict[str, Any]]) -> None:
     root = schema_of(crds[BGJ])
     spec = root["properties"]["spec"]
     job = spec["properties"]["job"]
-    rules = {r["rule"]: r["message"] for r in spec["x-kubernetes-validations"]}
+    rules = {r["rule"]: (r["fieldPath"], r["message"]) for r in spec["x-kubernetes-validations"]}
     assert rules == {
-        "[has(self.schedule), has(self.every), has(self.at)].filter(x, x).size() <= 1": (
-            "set at most one of schedule, every and at"
-        )
+        "!has(self.every) || !has(self.schedule)": (".every", "set at most one of schedule, every and at"),
+        "!has(self.at) || (!has(self.schedule) && !has(self.every))": (
+            ".at",
+            "set at most one of schedule, every and at",
+        ),
     }
-    job_rules = {r["rule"] for r in job["x-kubernetes-validations"]}
-    assert "has(self.builtin) != has(self.image)" in job_rules
-    root_rules = {r["rule"]: r["message"] for r in root["x-kubernetes-validations"]}
-    assert "self.metadata.name.size() <= 52" in root_rules
-    assert "52" in root_rules["self.metadata.name.size() <= 52"]
+    job_rules = {r["rule"]: r["fieldPath"] for r in job["x-kubernetes-validations"]}
+    assert job_rules["has(self.builtin) != has(self.image)"] == ".builtin"
+    root_rules = {r["rule"]: r for r in root["x-kubernetes-validations"]}
+    rule = root_rules["self.metadata.name.size() <= 52"]
+    assert "52" in rule["message"] and rule["fieldPath"] == ".metadata.name"
+    # the API server accepts a fieldPath only if the schema declares it
+    assert root["properties"]["metadata"]["properties"]["name"]["type"] == "string"
 
 
 def test_required_and_defaults(crds: dict[str, dict[str, Any]]) -> None:
@@ -116,7 +125,11 @@ def test_required_and_defaults(crds: dict[str, dict[str, Any]]) -> None:
     assert spec["required"] == ["job"]
     props = spec["properties"]
     assert props["timeZone"]["default"] == "UTC"
-    assert props["priority"] == {"default": "medium", "enum": ["critical", "high", "medium", "low"], "type": "string"}
+    assert {k: v for k, v in props["priority"].items() if k != "description"} == {
+        "default": "medium",
+        "enum": ["critical", "high", "medium", "low"],
+        "type": "string",
+    }
     assert props["concurrencyPolicy"]["enum"] == ["Allow", "Forbid", "Replace"]
     assert props["at"] == {"format": "date-time", "type": "string", "description": props["at"]["description"]}
     assert props["retry"]["properties"]["nonRetryableExitCodes"]["items"] == {
@@ -189,3 +202,50 @@ def test_structural_inlines_refs_and_drops_null() -> None:
     defs = {"X": {"type": "object", "title": "X", "properties": {"a": {"const": "b", "title": "A"}}}}
     out = crd.structural({"anyOf": [{"$ref": "#/$defs/X"}, {"type": "null"}], "default": None}, defs)
     assert out == {"type": "object", "properties": {"a": {"enum": ["b"], "type": "string"}}}
+
+
+def _properties(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every property below `node`, except the standard fields and what is kept opaque."""
+    for name, sub in (node.get("properties") or {}).items():
+        where = f"{path}.{name}"
+        if path == "" and name in ("apiVersion", "kind", "metadata"):
+            continue
+        yield where, sub
+        if sub.get("x-kubernetes-preserve-unknown-fields"):
+            continue
+        yield from _properties(sub, where)
+        if isinstance(sub.get("items"), dict):
+            yield from _properties(sub["items"], f"{where}[]")
+        if isinstance(sub.get("additionalProperties"), dict):
+            yield from _properties(sub["additionalProperties"], f"{where}{{}}")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_property_is_described(crds: dict[str, dict[str, Any]], name: str) -> None:
+    """`kubectl explain` shows these: a field without a description is a field people guess at."""
+    props = list(_properties(schema_of(crds[name])))
+    assert len(props) > 10
+    assert [p for p, n in props if not str(n.get("description") or "").strip()] == []
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_cel_rule_names_a_field(crds: dict[str, dict[str, Any]], name: str) -> None:
+    """Without fieldPath the API server reports the rule's object, which at the root prints as `<nil>`.
+
+    Transition rules on a whole object (self == oldSelf) have no one field to name; they must not sit
+    at the root. Every fieldPath must resolve in the schema, or the API server rejects the CRD.
+    """
+    root = schema_of(crds[name])
+    for where, node in walk(root):
+        for rule in node.get("x-kubernetes-validations") or []:
+            if "fieldPath" not in rule:
+                assert rule["rule"] == "self == oldSelf" and where != "", (where, rule)
+                continue
+            target = node
+            for part in rule["fieldPath"].strip(".").split("."):
+                target = target["properties"][part]
+            assert rule.get("reason", "FieldValueInvalid") in (
+                "FieldValueInvalid",
+                "FieldValueForbidden",
+                "FieldValueRequired",
+            )

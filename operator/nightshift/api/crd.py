@@ -62,9 +62,12 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
 def openapi(model: type[BaseModel]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     schema = structural(raw, raw.get("$defs", {}))
-    schema["properties"].update(
-        {"apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"}}
-    )
+    metadata: dict[str, Any] = {"type": "object"}
+    if any(r.get("fieldPath", "").startswith(".metadata.name") for r in schema.get("x-kubernetes-validations", [])):
+        # A rule's fieldPath must name a field the schema declares; the API server allows exactly this
+        # much of metadata in a CRD schema (name and generateName), and 253 is its own bound on names.
+        metadata["properties"] = {"name": {"type": "string", "maxLength": 253}}
+    schema["properties"].update({"apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": metadata})
     schema["required"] = sorted(set(schema.get("required", [])) - {"metadata", "apiVersion", "kind"})
     if not schema["required"]:
         del schema["required"]

@@ -1,32 +1,20 @@
-"""Durations as users write them in YAML ("90s", "5m", "1h30m", "7d"), one parser for the whole API."""
+"""Durations as users write them in YAML ("90s", "5m", "1h30m", "7d"), one grammar for the whole API.
+
+The implementation is the run contract's (nightshift_jobs.contract), shared with job parameters, so a
+spec field and a job parameter can never disagree about what "1h30m" means. The names here are the
+ones the operator has always used: PATTERN for the CRD schema, parse/seconds for the maths.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
-import re
+from nightshift_jobs.contract import DURATION_PATTERN as PATTERN
+from nightshift_jobs.contract import duration_from_text as parse
+from nightshift_jobs.contract import format_duration as format  # the established public name
 
-PATTERN = r"^([0-9]+(ms|s|m|h|d|w))+$"  # the same units as job parameters (nightshift_jobs.durations)
-_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w)")
-_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse(text: str) -> dt.timedelta:
-    if not re.fullmatch(PATTERN, text):
-        raise ValueError(f"invalid duration {text!r}: use a number with a unit, e.g. 90s, 5m, 1h30m, 7d, 2w")
-    return dt.timedelta(seconds=sum(int(n) * _UNIT[u] for n, u in _PART.findall(text)))
+__all__ = ["PATTERN", "format", "parse", "seconds"]
 
 
 def seconds(text: str) -> float:
+    """The duration in seconds; raises ValueError like parse()."""
     return parse(text).total_seconds()
 
-
-def format(delta: dt.timedelta) -> str:
-    total = int(delta.total_seconds())
-    if total <= 0:
-        return "0s"
-    out = ""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        n, total = divmod(total, size)
-        if n:
-            out += f"{n}{unit}"
-    return out
