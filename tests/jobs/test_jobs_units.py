@@ -112,3 +112,48 @@ def test_every_builtin_registers_under_its_name() -> None:
 
     for name in BUILTIN_NAMES:
         assert registry.get(name).name == name
+
+
+def test_run_contract_is_the_runtime_s() -> None:
+    """The runtime reads exactly the variables the contract names, and its exit codes are the contract's."""
+    from nightshift_jobs import contract, runtime
+
+    assert runtime.ExitCode is contract.ExitCode
+    assert runtime.NON_RETRYABLE_EXIT_CODES == frozenset(contract.NON_RETRYABLE_EXIT_CODES)
+    assert list(contract.NON_RETRYABLE_EXIT_CODES) == sorted(contract.NON_RETRYABLE_EXIT_CODES)
+    env = {
+        contract.ENV_RUN_ID: "r-1",
+        contract.ENV_ATTEMPT: "2",
+        contract.ENV_BACKGROUNDJOB: "cleanup",
+        contract.ENV_NAMESPACE: "ns",
+        contract.ENV_SCHEDULED_TIME: "2030-01-01T00:00:00Z",
+    }
+    assert runtime.RunInfo.from_env(env) == runtime.RunInfo("r-1", 2, "cleanup", "ns", "2030-01-01T00:00:00Z")
+    assert set(contract.RUN_ENV) == {*env, contract.ENV_PARAMS}
+    assert all(name.startswith("NIGHTSHIFT_") for name in contract.RUN_ENV)
+
+
+def test_contract_imports_nothing_but_the_standard_library() -> None:
+    code = (
+        "import sys; import nightshift_jobs.contract; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('nightshift', 'pydantic', 'psycopg')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_params_model_is_the_builtin_s() -> None:
+    from nightshift_jobs import registry
+    from nightshift_jobs.builtins.ttl_cleanup import TtlCleanupParams
+
+    assert registry.params_model("ttl-cleanup") is TtlCleanupParams
+    with pytest.raises(KeyError):
+        registry.params_model("no-such-job")
+
+
+@pytest.mark.parametrize("bad", ["1.5h", "5M", " 5m"])
+def test_param_durations_use_the_spec_grammar(bad: str) -> None:
+    """Bare numbers are seconds; anything with a unit is the spec's grammar exactly."""
+    with pytest.raises(ValueError):
+        parse_duration(bad)
+    assert parse_duration("1.5") == timedelta(seconds=1.5)

@@ -96,12 +96,38 @@ def test_good_durations(value: str) -> None:
     assert spec(timeout=value).timeout == value
 
 
-@pytest.mark.parametrize("value", ["90s", "5m", "1h30m", "7d", "2w", "250ms", "1w1d"])
+@pytest.mark.parametrize("value", ["90s", "5m", "1h30m", "7d", "2w", "250ms", "1w1d", "0s"])
 def test_api_and_job_parameters_read_durations_alike(value: str) -> None:
+    """One grammar (nightshift_jobs.contract): the spec's parser and the params' parser agree on it."""
+    from nightshift.api import durations
+    from nightshift_jobs import contract
+    from nightshift_jobs.durations import format_duration, parse_duration
+
+    assert durations.parse(value) == parse_duration(value) == contract.duration_from_text(value)
+    assert durations.parse(durations.format(durations.parse(value))) == durations.parse(value)
+    assert parse_duration(format_duration(parse_duration(value))) == parse_duration(value)
+    assert durations.PATTERN == contract.DURATION_PATTERN
+
+
+@pytest.mark.parametrize("value", ["1 hour", "5M", "1.5h", "-5m", "", "1h 30m"])
+def test_api_and_job_parameters_reject_durations_alike(value: str) -> None:
     from nightshift.api import durations
     from nightshift_jobs.durations import parse_duration
 
-    assert durations.parse(value) == parse_duration(value)
+    with pytest.raises(ValueError):
+        durations.parse(value)
+    with pytest.raises(ValueError):
+        parse_duration(value)
+
+
+def test_defaults_follow_the_run_contract() -> None:
+    """The exit codes jobs use for "a retry cannot fix this" are the API's default nonRetryableExitCodes."""
+    from nightshift_jobs.contract import NON_RETRYABLE_EXIT_CODES, ExitCode
+    from nightshift_jobs.runtime import NON_RETRYABLE_EXIT_CODES as RUNTIME_CODES
+
+    assert spec().retry.non_retryable_exit_codes == list(NON_RETRYABLE_EXIT_CODES) == [64, 65, 78]
+    assert set(RUNTIME_CODES) == set(NON_RETRYABLE_EXIT_CODES) == {ExitCode.USAGE, ExitCode.DATA, ExitCode.CONFIG}
+    assert RetryPolicy().non_retryable_exit_codes is not RetryPolicy().non_retryable_exit_codes  # no shared list
 
 
 def test_dependency_within_duration() -> None:
@@ -130,6 +156,10 @@ def test_bad_time_zones(tz: str) -> None:
 )
 def test_at_most_one_of_schedule_every_at(fields: dict[str, Any]) -> None:
     invalid("set at most one of schedule, every and at", **fields)
+    with pytest.raises(ValidationError) as info:
+        spec(**fields)
+    # the error is on the second trigger, not on the spec as a whole
+    assert {e["loc"] for e in info.value.errors()} <= {("every",), ("at",)}
 
 
 @pytest.mark.parametrize("fields", [{}, {"schedule": "@hourly"}, {"every": "15m"}, {"at": "2026-01-01T00:00:00Z"}])

@@ -257,7 +257,7 @@ class JobSource(Model):
         declared = {v.name for v in info.data["volumes"] or []}
         for m in value or []:
             if m.name != RESERVED_VOLUME and m.name not in declared:
-                raise ValueError(f"job.volumeMounts {m.name!r} is not one of job.volumes")
+                raise ValueError(f"volume {m.name!r} is not one of job.volumes")
         return value
 
     @model_validator(mode="after")
