@@ -250,4 +250,8 @@ def test_every_example_can_be_served() -> None:
         assert isinstance(parsed, BackgroundJobSpec), (d["metadata"]["name"], parsed)
         specs[(d["metadata"].get("namespace", "default"), d["metadata"]["name"])] = parsed
     for (ns, name), s in specs.items():
-        assert check(name, ns, s, lambda n, ns=ns: specs.get((ns, n))) is None, name
+
+        def lookup(n: str, ns: str = ns) -> BackgroundJobSpec | None:
+            return specs.get((ns, n))
+
+        assert check(name, ns, s, lookup) is None, name
