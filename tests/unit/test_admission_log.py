@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import pytest
@@ -22,7 +22,7 @@ RESOURCE = references.Resource(
     plural="backgroundjobs",
     kind="BackgroundJob",
     namespaced=True,
-    verbs=["list", "watch", "patch"],
+    verbs=frozenset({"list", "watch", "patch"}),
 )
 
 
@@ -56,18 +56,18 @@ def review(fn: Any) -> dict[str, Any]:
             },
         },
     }
-    response: dict[str, Any] = asyncio.run(
+    response = asyncio.run(
         admission.serve_admission_request(
             request,
             settings=kopf.OperatorSettings(),
             memories=inventory.ResourceMemories(),
-            memobase=kopf.Memo(),
+            memobase=cast(Any, kopf.Memo()),
             registry=registry,
             insights=insights,
             indices={},
         )
     )
-    return response
+    return dict(response)
 
 
 async def reject(**_: Any) -> None:
@@ -126,15 +126,13 @@ def test_installing_twice_keeps_one_filter() -> None:
     log_rejections_at_info()
     log_rejections_at_info(handler_ids=["validate"])
     filters = [f for f in logging.getLogger(KOPF_OBJECTS_LOGGER).filters if isinstance(f, AdmissionRejectionFilter)]
-    assert len(filters) == 1 and filters[0].handler_ids == {"validate"}
+    assert len(filters) == 1 and filters[0].handler_ids == frozenset({"validate"})
 
 
 def test_a_quiet_logger_drops_the_info_record() -> None:
     logger = logging.getLogger("nightshift.test.quiet")
     logger.setLevel(logging.WARNING)
-    record = logger.makeRecord(
-        logger.name, logging.ERROR, __file__, 1, "Webhook 'v' failed permanently: no", None, None
-    )
+    record = logger.makeRecord(logger.name, logging.ERROR, __file__, 1, "Webhook 'v' failed permanently: no", (), None)
     assert AdmissionRejectionFilter().filter(record) is False
-    other = logger.makeRecord(logger.name, logging.ERROR, __file__, 1, "Handler 'h' failed permanently: x", None, None)
+    other = logger.makeRecord(logger.name, logging.ERROR, __file__, 1, "Handler 'h' failed permanently: x", (), None)
     assert AdmissionRejectionFilter().filter(other) is True and other.levelno == logging.ERROR
