@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 from pydantic.alias_generators import to_camel
 
 from nightshift.api import durations
-from nightshift_jobs.contract import NON_RETRYABLE_EXIT_CODES
+from nightshift_jobs.contract import BUILTIN_NAMES, NON_RETRYABLE_EXIT_CODES
 
 GROUP = "nightshift.dev"
 VERSION = "v1alpha1"
@@ -188,7 +188,7 @@ class JobSource(Model):
         default=None,
         max_length=63,
         pattern=r"^[a-z0-9][-a-z0-9]*$",
-        description="A built-in job: archive, backup, db-maintenance, health-check, http, refresh-views, sql, ttl-cleanup.",
+        description=f"A built-in job: {', '.join(BUILTIN_NAMES)}.",
     )
     params: Opaque | None = Field(
         default=None, description="The built-in's parameters (camelCase keys); checked against the built-in's own."
