@@ -17,4 +17,3 @@ __all__ = ["PATTERN", "format", "parse", "seconds"]
 def seconds(text: str) -> float:
     """The duration in seconds; raises ValueError like parse()."""
     return parse(text).total_seconds()
-
