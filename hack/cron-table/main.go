@@ -117,6 +117,140 @@ type table struct {
 	Schedules   []string                `json:"schedules"`
 	// Rows: [schedule index, zone index, start (Unix ns), next1, next2, next3 (Unix s, or null)]
 	Rows [][]any `json:"rows"`
+	// MostRecent: [schedule index, zone index, creation, lastScheduleTime or null,
+	// startingDeadlineSeconds or null, now, earliest, mostRecent or null, missed, error or null]
+	MostRecent [][]any `json:"most_recent"`
+}
+
+// mostRecentScheduleTime is copied from k8s.io/kubernetes v1.36.3
+// pkg/controller/cronjob/utils.go (Copyright 2016 The Kubernetes Authors, Apache License 2.0),
+// with the CronJob's fields as parameters instead of the object; the body is unchanged.
+func mostRecentScheduleTime(creation time.Time, lastScheduleTime *time.Time, startingDeadlineSeconds *int64, now time.Time, schedule cron.Schedule, includeStartingDeadlineSeconds bool) (time.Time, *time.Time, string, error) {
+	earliestTime := creation
+	missedSchedules := "none"
+	if lastScheduleTime != nil {
+		earliestTime = *lastScheduleTime
+	}
+	if includeStartingDeadlineSeconds && startingDeadlineSeconds != nil {
+		// controller is not going to schedule anything below this point
+		schedulingDeadline := now.Add(-time.Second * time.Duration(*startingDeadlineSeconds))
+
+		if schedulingDeadline.After(earliestTime) {
+			earliestTime = schedulingDeadline
+		}
+	}
+
+	t1 := schedule.Next(earliestTime)
+	t2 := schedule.Next(t1)
+
+	if now.Before(t1) {
+		return earliestTime, nil, missedSchedules, nil
+	}
+	if now.Before(t2) {
+		return earliestTime, &t1, missedSchedules, nil
+	}
+
+	timeBetweenTwoSchedules := int64(t2.Sub(t1).Round(time.Second).Seconds())
+	if timeBetweenTwoSchedules < 1 {
+		return earliestTime, nil, missedSchedules, fmt.Errorf("time difference between two schedules is less than 1 second")
+	}
+	timeElapsed := int64(now.Sub(t1).Seconds())
+	numberOfMissedSchedules := (timeElapsed / timeBetweenTwoSchedules) + 1
+
+	var mostRecentTime time.Time
+	potentialEarliest := t1.Add(time.Duration((numberOfMissedSchedules-1-1)*timeBetweenTwoSchedules) * time.Second)
+	for t := schedule.Next(potentialEarliest); !t.After(now); t = schedule.Next(t) {
+		mostRecentTime = t
+	}
+
+	switch {
+	case numberOfMissedSchedules > 100:
+		missedSchedules = "many"
+	case numberOfMissedSchedules > 0:
+		missedSchedules = "few"
+	}
+
+	if mostRecentTime.IsZero() {
+		return earliestTime, nil, missedSchedules, nil
+	}
+	return earliestTime, &mostRecentTime, missedSchedules, nil
+}
+
+// Schedules and spans for the mostRecentScheduleTime cases.
+var mostRecentSchedules = []string{
+	"@hourly", "@daily", "30 2 * * *", "30 1 * * *", "0 9 * * 1-5", "*/5 * * * *", "0 0 31 2 *",
+	"@every 1h30m", "30 6-16/4 * * 1-5", "@monthly", "0 2 * * *", "0 0 * * *",
+}
+var mostRecentZones = []string{"UTC", "America/New_York", "Australia/Lord_Howe", "America/Santiago", "Europe/Berlin"}
+var mostRecentSpans = []time.Duration{
+	30 * time.Second, 50 * time.Minute, 3 * time.Hour, 26 * time.Hour, 80 * time.Hour,
+	9 * 24 * time.Hour, 40 * 24 * time.Hour, 230 * 24 * time.Hour,
+}
+
+func mostRecentCases(tab *table) {
+	index := map[string]int{}
+	for i, s := range schedules {
+		index[s] = i
+	}
+	zoneIndex := map[string]int{}
+	for i, z := range zones {
+		zoneIndex[z] = i
+	}
+	sds := int64(200)
+	for _, name := range mostRecentSchedules {
+		si, ok := index[name]
+		if !ok {
+			panic("mostRecentSchedules: not in schedules: " + name)
+		}
+		for _, zn := range mostRecentZones {
+			loc, _ := time.LoadLocation(zn)
+			s, _ := cron.ParseStandard(name)
+			if spec, ok := s.(*cron.SpecSchedule); ok {
+				spec.Location = loc
+			}
+			var creations []time.Time
+			for _, tr := range tab.Transitions[zn] {
+				creations = append(creations, time.Unix(tr.At, 0).Add(-97*time.Minute-13*time.Second))
+			}
+			creations = append(creations, time.Date(2026, 5, 17, 10, 11, 12, 0, time.UTC))
+			for _, creation := range creations {
+				for _, span := range mostRecentSpans {
+					now := creation.Add(span)
+					for variant := 0; variant < 3; variant++ {
+						var last *time.Time
+						var deadline *int64
+						row := []any{si, zoneIndex[zn], creation.Unix(), nil, nil, now.Unix()}
+						switch variant {
+						case 1: // a last schedule time: the first scheduled time after creation
+							l := s.Next(creation)
+							if l.IsZero() || l.After(now) {
+								continue
+							}
+							last = &l
+							row[3] = l.Unix()
+						case 2:
+							deadline = &sds
+							row[4] = sds
+						}
+						earliest, recent, missed, err := mostRecentScheduleTime(creation, last, deadline, now, s, true)
+						row = append(row, earliest.Unix())
+						if recent == nil {
+							row = append(row, nil)
+						} else {
+							row = append(row, recent.Unix())
+						}
+						row = append(row, missed)
+						if err != nil {
+							row = append(row, err.Error())
+						} else {
+							row = append(row, nil)
+						}
+						tab.MostRecent = append(tab.MostRecent, row)
+					}
+				}
+			}
+		}
+	}
 }
 
 func parseOne(spec string) (p parsed) {
@@ -263,6 +397,7 @@ func main() {
 			}
 		}
 	}
+	mostRecentCases(&tab)
 	enc := json.NewEncoder(os.Stdout)
 	if err := enc.Encode(tab); err != nil {
 		fmt.Fprintln(os.Stderr, err)
