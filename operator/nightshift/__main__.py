@@ -1,7 +1,7 @@
 """`python -m nightshift` (also `nightshift-operator`): run the operator with settings from the environment.
 
-Equivalent to `kopf run -m nightshift.controller.handlers`, with the namespaces, liveness endpoint and log
-format taken from NIGHTSHIFT_* variables so the chart and the image need no kopf flags.
+The Runtime and the kopf registry are built here, from NIGHTSHIFT_* settings (namespaces, ports, log
+format, webhook), so the chart and the image need no kopf flags and nothing registers at import.
 """
 
 from __future__ import annotations
@@ -26,9 +26,12 @@ def main(argv: list[str] | None = None) -> None:
         log_format=kopf.LogFormat.JSON if settings.log_json else kopf.LogFormat.FULL,
     )
     logging.getLogger().setLevel(settings.log_level.upper())
-    import nightshift.controller.handlers  # noqa: F401 - registers the handlers
+    from nightshift.controller.handlers import registry
+    from nightshift.controller.runtime import Runtime
 
+    rt = Runtime(settings)
     kopf.run(
+        registry=registry(rt),
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
         standalone=True,

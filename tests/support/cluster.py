@@ -358,7 +358,9 @@ class ControlPlane:
         if not absolute:
             argv = [str(self.bin_dir / argv[0]), *argv[1:]]
         log = open(self.logs / f"{name}.log", "ab")
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        # test tooling lives in the repository's tests package, not in the wheel: children import it from here
+        path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONPATH": path}
         self.procs[name] = subprocess.Popen(
             argv,
             stdout=log,

@@ -82,7 +82,11 @@ class OperatorProcess:
         return env
 
     def start(self, timeout: float = 60, **env: str) -> None:
-        """Start and wait until kopf's liveness endpoint answers."""
+        """Start and wait until the operator is ready: its indexes are bound and every job had a pass.
+
+        kopf's /healthz answers before either, so a test asserting that nothing happened after a
+        restart would learn nothing from it.
+        """
         self.starts += 1
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "wb") as out:
@@ -95,10 +99,10 @@ class OperatorProcess:
                 preexec_fn=die_with_parent,
             )
         wait_http_ok(
-            f"http://127.0.0.1:{self.health_port}/healthz",
+            f"http://127.0.0.1:{self.metrics_port}/readyz",
             alive=self._alive,
             timeout=timeout,
-            what="operator",
+            what="operator readiness (indexes bound, every BackgroundJob passed once)",
             log=self.log,
         )
 

@@ -51,11 +51,15 @@ def job(
     priority: str | None = None,
     queue: str | None = None,
     params: dict[str, Any] | str | None = None,
+    counted: str | None = None,
+    request: str | None = None,
 ) -> dict[str, Any]:
     """A batch/v1 Job as the API server returns it, with only what attempt_view reads."""
     labels = {names.LABEL_BGJ: bgj, names.LABEL_MANAGED: names.MANAGER}
     if run is not None:
         labels[names.LABEL_RUN] = run
+    if request is not None:
+        labels[names.LABEL_REQUEST] = request
     ann: dict[str, str] = {}
     for key, value in (
         (names.ANN_ATTEMPT, None if attempt is None else str(attempt)),
@@ -68,6 +72,7 @@ def job(
         (names.ANN_PRIORITY, priority),
         (names.ANN_QUEUE, queue),
         (names.ANN_PARAMS, params if isinstance(params, str) or params is None else json.dumps(params)),
+        (names.ANN_COUNTED, counted),
     ):
         if value is not None:
             ann[key] = value

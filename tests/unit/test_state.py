@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from nightshift.controller.state import LazyAdmissions
+from nightshift.controller.indexes import LazyAdmissions
 from nightshift.core.gate import Snapshot
 
 T = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)

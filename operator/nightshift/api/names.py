@@ -11,6 +11,7 @@ import hashlib
 PREFIX = "nightshift.dev"
 LABEL_BGJ = f"{PREFIX}/backgroundjob"
 LABEL_RUN = f"{PREFIX}/run"
+LABEL_REQUEST = f"{PREFIX}/request"  # on a run made for a BackgroundJobRun: the request's name
 LABEL_MANAGED = "app.kubernetes.io/managed-by"
 MANAGER = "nightshift"
 
@@ -28,6 +29,8 @@ ANN_HASH = f"{PREFIX}/rendered-hash"
 ANN_GATE = f"{PREFIX}/gate"  # the gate's last word on a waiting run: "Waiting: <reason>"
 ANN_OUTCOME = f"{PREFIX}/outcome"  # Skipped/Cancelled with a reason, set by the operator on the Job
 ANN_RUN_NOW = f"{PREFIX}/run-now"
+ANN_COUNTED = f"{PREFIX}/counted"  # the ledger's mark on a run's final Job: its end was counted once
+ANN_RESUMED = f"{PREFIX}/resumed-at"
 ANN_STOP = f"{PREFIX}/stop"  # on a namespace (or the operator's own namespace for the cluster)
 CRONJOB_SCHEDULED = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 

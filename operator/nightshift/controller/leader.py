@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import os
 import signal
 import socket
@@ -20,8 +21,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from nightshift.controller.context import kube, log
-from nightshift.infra.kube import LEASES, ApiError
+from nightshift.infra.kube import LEASES, ApiError, Kube
+
+log = logging.getLogger("nightshift")
 
 Step = Literal["create", "renew", "acquire", "follow"]
 
@@ -76,8 +78,10 @@ class Elector:
         duration: float,
         on_lead: Callable[[], Awaitable[None]],
         on_lose: Callable[[], None],
+        kube: Callable[[], Kube],
         me: str | None = None,
     ) -> None:
+        self.kube = kube
         self.name, self.namespace, self.duration = name, namespace, duration
         self.me = me or identity()
         self.retry = max(duration / 5, 0.2)
@@ -104,7 +108,7 @@ class Elector:
             await asyncio.sleep(self.retry)
 
     async def tick(self) -> None:
-        lease = await kube().get_or_none(LEASES, self.name, self.namespace)
+        lease = await self.kube().get_or_none(LEASES, self.name, self.namespace)
         spec = (lease.get("spec") or {}) if lease else None
         now = time.monotonic()
         self.seen = observe(self.seen, spec, now)
@@ -126,13 +130,13 @@ class Elector:
                     "metadata": {"name": self.name, "namespace": self.namespace},
                     "spec": {**record, "acquireTime": stamp, "renewTime": stamp, "leaseTransitions": 0},
                 }
-                await kube().create(LEASES, body)
+                await self.kube().create(LEASES, body)
             else:
                 assert lease is not None and spec is not None
                 new = {**spec, **record, "renewTime": stamp}
                 if action == "acquire":
                     new.update(acquireTime=stamp, leaseTransitions=int(spec.get("leaseTransitions") or 0) + 1)
-                await kube().replace(LEASES, {**lease, "spec": new})
+                await self.kube().replace(LEASES, {**lease, "spec": new})
         except ApiError as e:
             if e.conflict or e.status == 409:
                 return  # another candidate wrote first; look again next period
@@ -159,10 +163,10 @@ class Elector:
         if not self.leading:
             return
         self.leading = False
-        lease = await kube().get_or_none(LEASES, self.name, self.namespace)
+        lease = await self.kube().get_or_none(LEASES, self.name, self.namespace)
         if lease and (lease.get("spec") or {}).get("holderIdentity") == self.me:
             spec = {**lease["spec"], "holderIdentity": None}
             try:
-                await kube().replace(LEASES, {**lease, "spec": spec})
+                await self.kube().replace(LEASES, {**lease, "spec": spec})
             except ApiError as e:
                 log.warning("leader election: release failed: %s", e)

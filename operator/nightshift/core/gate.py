@@ -75,6 +75,7 @@ class Snapshot:
     running_total: int = 0
     max_running: int = 50
     stopped: Callable[[str], str | None] = lambda ns: None
+    created: Callable[[str, str], dt.datetime | None] = lambda ns, name: None  # a BackgroundJob's creation
 
     def take(self, ns: str, queue: str | None) -> None:
         self.running_total += 1
@@ -172,6 +173,9 @@ def _dependencies(view: AttemptView, spec: BackgroundJobSpec, snap: Snapshot) ->
         if cron is not None:
             due = schedule.latest_at_or_before(cron, dspec.time_zone, t)
             match = [r for r in druns if r.first.scheduled is not None and r.first.scheduled == due]
+            born = snap.created(view.namespace, dep.name)
+            if not match and ((born is not None and due < born) or dspec.suspend):
+                continue  # that slot never existed: the upstream was created after it, or is suspended
             results = [state(r, rule)[0] for r in match]
             ok = "Succeeded" in results
             failed = bool(results) and all(x in ("Failed", "Skipped", "Cancelled") for x in results)

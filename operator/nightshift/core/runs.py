@@ -55,6 +55,8 @@ class AttemptView:
     params: Mapping[str, Any] | None
     exit_code: int | None = None
     message: str | None = None
+    counted: str | None = None  # the ledger's mark: this run's end was counted (metrics, event, history)
+    request: str | None = None  # the BackgroundJobRun this run was made for
 
     @property
     def active(self) -> bool:
@@ -112,6 +114,8 @@ def attempt_view(job: Obj) -> AttemptView | None:
         priority=ann.get(names.ANN_PRIORITY, "medium"),
         queue=ann.get(names.ANN_QUEUE),
         params=params,
+        counted=ann.get(names.ANN_COUNTED),
+        request=labels.get(names.LABEL_REQUEST),
     )
 
 

@@ -173,15 +173,33 @@ def build(
             generation,
             now,
         ),
-        _dead_letter(conds, status.get("lastRun") or {}, generation, now),
+        _dead_letter(conds, _last_completed(states), generation, now),
     ]
     return {k: v for k, v in status.items() if v is not None}
 
 
+def _last_completed(states: Sequence[tuple[Run, str, str | None]]) -> Obj | None:
+    """The newest run that succeeded or failed for good; skipped and cancelled runs neither clear nor set it."""
+    done = [(r, s, why) for r, s, why in states if s in ("Succeeded", "Failed") and r.last.finished]
+    if not done:
+        return None
+    r, s, why = max(done, key=lambda x: (x[0].last.finished, x[0].id))
+    return run_summary(r, s, why)
+
+
 def _dead_letter(
-    conds: Sequence[Mapping[str, Any]], last: Mapping[str, Any], generation: int | None, now: dt.datetime
+    conds: Sequence[Mapping[str, Any]], last: Mapping[str, Any] | None, generation: int | None, now: dt.datetime
 ) -> Obj:
-    """DeadLettered: the last run failed for good; `nightshift retry NAME` runs it again."""
+    """DeadLettered: the newest completed run failed for good; `nightshift retry NAME` runs it again.
+
+    Judged on completed runs only, so a failure next to a newer skipped run still dead-letters. When
+    the history limits have pruned every completed run, the previous condition stands.
+    """
+    if last is None:
+        old = next((c for c in conds if c.get("type") == "DeadLettered"), None)
+        if old is not None:
+            return {**old, "observedGeneration": generation}
+        return condition(conds, "DeadLettered", "False", "NoFailedRun", "", generation, now)
     if last.get("result") == "Failed":
         return condition(
             conds,

@@ -12,14 +12,17 @@ import asyncio
 import collections
 import datetime as dt
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from nightshift.core.records import AttemptRecord
 from nightshift.infra import metrics
+
+__all__ = ["AttemptRecord", "HistoryWriter", "migrate", "read_history"]
 
 log = logging.getLogger("nightshift.infra.history")
 
@@ -63,24 +66,6 @@ MIGRATIONS: list[str] = [
     """,
 ]
 SCHEMA_LOCK = 0x6E696768  # advisory lock id: one migrator at a time
-
-
-@dataclass(frozen=True)
-class AttemptRecord:
-    namespace: str
-    job_name: str
-    backgroundjob: str
-    run_id: str
-    attempt: int
-    trigger: str
-    scheduled_time: dt.datetime | None
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
-    result: str
-    exit_code: int | None
-    reason: str | None
-    message: str | None
-    output: dict[str, Any] | None
 
 
 async def migrate(conn: psycopg.AsyncConnection[Any]) -> int:

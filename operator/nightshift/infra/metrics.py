@@ -19,10 +19,11 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
-from typing import Final, Literal, get_args
+from typing import Any, Final, Literal, get_args
+from wsgiref.simple_server import make_server
 
 from prometheus_client import (
     CollectorRegistry,
@@ -30,8 +31,9 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
-    start_http_server,
+    make_wsgi_app,
 )
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 
 
 def _version() -> str:
@@ -442,6 +444,22 @@ def set_leader(is_leader: bool) -> None:
         clear_job_metrics()
 
 
-def start_server(port: int, addr: str = "0.0.0.0") -> None:
-    """Serve REGISTRY on http://addr:port/metrics (a daemon thread)."""
-    start_http_server(port, addr=addr, registry=REGISTRY)
+def start_server(port: int, addr: str = "0.0.0.0", ready: Callable[[], bool] | None = None) -> None:
+    """Serve REGISTRY on http://addr:port/metrics and readiness on /readyz (a daemon thread).
+
+    /readyz answers 200 only once `ready()` is true (the indexes are bound and every BackgroundJob
+    had its first pass), unlike kopf's /healthz, which answers as soon as the process runs.
+    """
+    metrics_app = make_wsgi_app(REGISTRY)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/readyz":
+            ok = ready() if ready is not None else True
+            start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"ready\n" if ok else b"not ready\n"]
+        result: Iterable[bytes] = metrics_app(environ, start_response)
+        return result
+
+    server = make_server(addr, port, app, ThreadingWSGIServer, handler_class=_SilentHandler)
+    thread = threading.Thread(target=server.serve_forever, name="nightshift-metrics", daemon=True)
+    thread.start()

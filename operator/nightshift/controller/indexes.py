@@ -1,4 +1,4 @@
-"""The operator's view of the cluster: kopf indexes, bound once, read by handlers and the gate.
+"""The operator's view of the cluster: kopf indexes, bound once, read by observe and the gate.
 
 kopf fills indexes from its watch streams before any handler runs, so lookups are O(1) in memory
 and no handler lists objects from the API. Parsed specs are cached per (uid, generation).
@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from nightshift.api.models import BackgroundJobQueueSpec, BackgroundJobSpec
 from nightshift.core import runs as runs_mod
+from nightshift.core.plan import CronJobSeen, RequestSeen
 from nightshift.core.runs import AttemptView, Run
 
 Key = tuple[str, str]
@@ -28,7 +29,7 @@ def _one(index: kopf.Index[Any, Any] | None, key: Any) -> Any:
     return None
 
 
-class State:
+class Indexes:
     def __init__(self) -> None:
         self.bgjs: kopf.Index[Key, dict[str, Any]] | None = None
         self.jobs: kopf.Index[Key, AttemptView] | None = None
@@ -39,6 +40,8 @@ class State:
         self.downstream: kopf.Index[Key, str] | None = None
         self.stops: kopf.Index[str, str] | None = None
         self.admitted: kopf.Index[Key, dt.datetime] | None = None
+        self.cronjobs: kopf.Index[Key, CronJobSeen] | None = None
+        self.requests: kopf.Index[Key, RequestSeen] | None = None
         self._specs: dict[tuple[str, int], BackgroundJobSpec | None] = {}
         self.bound = False
 
@@ -54,6 +57,8 @@ class State:
         self.downstream = kwargs["downstream_index"]
         self.stops = kwargs["stop_index"]
         self.admitted = kwargs["admitted_index"]
+        self.cronjobs = kwargs["cronjob_index"]
+        self.requests = kwargs["request_index"]
         self.bound = True
 
     # -- BackgroundJobs ---------------------------------------------------------------------------
@@ -78,6 +83,19 @@ class State:
 
     def specs(self) -> Mapping[Key, BackgroundJobSpec]:
         return _Specs(self)
+
+    def created(self, ns: str, name: str) -> dt.datetime | None:
+        entry = self.bgj(ns, name)
+        return runs_mod.parse_time(entry.get("created")) if entry else None
+
+    def cronjob(self, ns: str, name: str) -> CronJobSeen | None:
+        value: CronJobSeen | None = _one(self.cronjobs, (ns, name))
+        return value
+
+    def requests_of(self, ns: str, bgj: str) -> list[RequestSeen]:
+        if self.requests is None or (ns, bgj) not in self.requests:
+            return []
+        return sorted(self.requests[(ns, bgj)], key=lambda r: (r.created, r.name))
 
     # -- runs -------------------------------------------------------------------------------------
     def attempts(self, ns: str, bgj: str) -> list[AttemptView]:
@@ -138,7 +156,7 @@ class State:
 class _Specs(Mapping[Key, BackgroundJobSpec]):
     """Specs looked up on demand, so a gate pass touches only the jobs it needs."""
 
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: Indexes) -> None:
         self.state = state
 
     def __getitem__(self, key: Key) -> BackgroundJobSpec:
@@ -157,7 +175,7 @@ class _Specs(Mapping[Key, BackgroundJobSpec]):
 class LazyRuns(Mapping[Key, list[Run]]):
     """Runs per job, grouped on first use within one gate pass."""
 
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: Indexes) -> None:
         self.state = state
         self.cache: dict[Key, list[Run]] = {}
 
@@ -180,7 +198,7 @@ class LazyAdmissions(MutableMapping[Key, list[dt.datetime]]):
     pass with nothing to decide costs nothing however many Jobs the queues hold.
     """
 
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: Indexes) -> None:
         self.state = state
         self.cache: dict[Key, list[dt.datetime]] = {}
 
@@ -201,6 +219,3 @@ class LazyAdmissions(MutableMapping[Key, list[dt.datetime]]):
 
     def __len__(self) -> int:
         return len(self.cache)
-
-
-STATE = State()

@@ -1,0 +1,197 @@
+"""apply(plan): the only code that writes, in an order that keeps every run accounted for once.
+
+Order matters: attempts are created before status claims them, the ledger's mark goes on a Job only
+after its event is posted and its history rows are queued (both idempotent), and the metric is
+counted only once the mark is written; a Job is pruned only after its mark was seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+from nightshift.api import names
+from nightshift.controller.runtime import Runtime, digest
+from nightshift.core import plan as plan_mod
+from nightshift.core import render, schedule
+from nightshift.core import status as status_mod
+from nightshift.core.ledger import Ending
+from nightshift.core.plan import CronJobAction, Observed, Plan, Problem
+from nightshift.core.runs import parse_time
+from nightshift.infra import metrics
+from nightshift.infra.kube import BACKGROUNDJOBS, CRONJOBS, JOBS, JSON_PATCH, RUNREQUESTS, ApiError
+
+log = logging.getLogger("nightshift")
+
+
+async def apply_cronjob(rt: Runtime, o: Observed, action: CronJobAction | None) -> Problem | None:
+    """Converge the CronJob; a refusal by the API server (400/422) becomes the job's Ready problem."""
+    if action is None:
+        return None
+    k = rt.kube()
+    owner = o.owner
+    try:
+        if action.verb == "delete":
+            await k.delete(CRONJOBS, owner.name, owner.namespace, propagation="Orphan")
+        elif action.verb == "create":
+            assert action.body is not None
+            try:
+                await k.create(CRONJOBS, action.body)
+            except ApiError as e:
+                if not e.conflict:
+                    raise
+                # made by our own earlier pass, or by someone else: the CronJob watch tells which
+        else:
+            assert action.body is not None
+            await k.replace(CRONJOBS, action.body)
+    except ApiError as e:
+        if e.status in (400, 422):
+            return plan_mod.rejected(e.message, action.verb)
+        raise
+    return None
+
+
+async def apply(rt: Runtime, o: Observed, p: Plan) -> None:
+    owner = o.owner
+    ns, name = owner.namespace, owner.name
+    spec = o.spec
+    k = rt.kube()
+    for ev in p.events:
+        await rt.events.post(owner, ev.type, ev.reason, ev.message, key=ev.key)
+    if spec is not None:
+        for new in p.create:
+            body = render.attempt_job(owner, spec, rt.settings, new.attempt)
+            if new.request:
+                body["metadata"]["labels"][names.LABEL_REQUEST] = new.request[:63]
+            created = await _create_job(rt, owner, body, new.attempt.run)
+            if created:
+                rt.wake.set()
+                if new.retry_of is not None:
+                    metrics.observe_retry(ns, name)
+                if new.event:
+                    await rt.events.post(owner, *new.event)
+    for ending in p.endings:
+        await _count(rt, owner, ending)
+    await _write_status(rt, o, p.status)
+    if p.quarantine:
+        await k.patch(BACKGROUNDJOBS, name, {"spec": {"suspend": True}}, ns)
+        entry = rt.indexes.bgj(ns, name)
+        if entry is not None:  # until the watch brings the patched spec back, so the next pass sees it
+            entry["spec"] = {**entry["spec"], "suspend": True}
+    if p.missed:
+        metrics.observe_missed_runs(ns, name, p.missed)
+    for req, status in p.request_status.items():
+        try:
+            await k.patch(RUNREQUESTS, req, {"status": status}, ns, sub="status")
+        except ApiError as e:
+            if not e.not_found:
+                raise
+    for job in p.delete_jobs:
+        if rt.expectations.pending(("delete", ns, job)) is None:
+            rt.expectations.expect(("delete", ns, job))
+            await k.delete(JOBS, job, ns, propagation="Background")
+    for req in p.delete_requests:
+        if rt.expectations.pending(("delete-request", ns, req)) is None:
+            rt.expectations.expect(("delete-request", ns, req))
+            await k.delete(RUNREQUESTS, req, ns)
+    _export(rt, o, p)
+
+
+async def _create_job(rt: Runtime, owner: render.Owner, body: dict[str, Any], run: str) -> bool:
+    """Create an attempt's suspended Job; False when it exists already (a repeat after a restart)."""
+    try:
+        await rt.kube().create(JOBS, body)
+    except ApiError as e:
+        if e.conflict:
+            return False
+        if e.status in (400, 422):  # the API server refuses this job's pod template: say so, once per run
+            await rt.events.post(
+                owner, "Warning", "RunRejected", f"run {run} could not be created: {e.message}", key=f"rejected/{run}"
+            )
+            return False
+        raise
+    return True
+
+
+async def _count(rt: Runtime, owner: render.Owner, ending: Ending) -> None:
+    """The ledger: event (deterministic name), history (idempotent upsert), the mark, then the metric."""
+    type_, reason, message = ending.event
+    await rt.events.post(owner, type_, reason, message, key=f"end/{ending.run.id}")
+    if rt.history is not None:
+        for row in ending.history:
+            rt.history.record(row)
+    try:
+        await rt.kube().patch(
+            JOBS, ending.job, {"metadata": {"annotations": {names.ANN_COUNTED: ending.result}}}, owner.namespace
+        )
+    except ApiError as e:
+        if not e.not_found:
+            raise
+        return  # deleted meanwhile (by hand): nothing carries the mark, so count nothing rather than twice
+    metrics.observe_run(
+        owner.namespace,
+        owner.name,
+        cast(metrics.RunResult, ending.metric_result),
+        ending.duration_s,
+        reason=ending.reason_kind if ending.result == "Skipped" else None,
+    )
+
+
+async def _write_status(rt: Runtime, o: Observed, new: dict[str, Any]) -> None:
+    """Replace the whole status (a JSON patch `add /status`): a merge patch would keep stale nested keys,
+    such as the previous run's completionTime under lastRun."""
+    owner = o.owner
+    key = (owner.namespace, owner.name)
+    entry = rt.indexes.bgj(*key)
+    watched = (entry or {}).get("status") or {}
+    if digest(watched) == digest(new):
+        rt.status.remember(key, owner.uid, new, sent=False)
+        return
+    try:
+        await rt.kube().patch(
+            BACKGROUNDJOBS,
+            owner.name,
+            [{"op": "add", "path": "/status", "value": new}],
+            owner.namespace,
+            sub="status",
+            content_type=JSON_PATCH,
+        )
+    except ApiError as e:
+        if not e.not_found:
+            raise
+    rt.status.remember(key, owner.uid, new, sent=True)
+    if entry is not None:
+        entry["status"] = new  # until the watch brings the patched object back
+
+
+def _export(rt: Runtime, o: Observed, p: Plan) -> None:
+    """Per-job gauges from the status just planned."""
+    spec = o.spec
+    st = p.status
+    ns, name = o.owner.namespace, o.owner.name
+
+    def epoch(value: str | None) -> float | None:
+        t = parse_time(value)
+        return t.timestamp() if t else None
+
+    metrics.known_job(ns, name, o.created.timestamp() if o.created else None)
+    interval = None
+    if spec is not None and not spec.suspend:
+        try:
+            cron = schedule.cron_of(spec.schedule, spec.every)
+        except schedule.ScheduleError:
+            cron = None
+        if cron:
+            interval = schedule.max_interval(cron, spec.time_zone, o.now)
+    metrics.set_job_status(
+        ns,
+        name,
+        epoch(st.get("lastSuccessfulTime")),
+        epoch(st.get("lastFailureTime")),
+        epoch(st.get("nextScheduleTime")),
+        int(st.get("consecutiveFailures") or 0),
+        schedule_interval_s=interval,
+    )
+    active = [r for r in o.runs if any(a.active for a in r.attempts)]
+    started = min((r.first.started or r.time) for r in active) if active else None
+    metrics.set_running_since(ns, name, epoch(status_mod.ts(started)) if started else None)

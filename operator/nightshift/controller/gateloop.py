@@ -1,0 +1,173 @@
+"""The gate's I/O: one task that applies core.gate.decide() to every waiting run and writes the outcome.
+
+Woken by events, and at the earliest time a decision asked for (`Wait.until`: a retry's backoff, a
+rate limit's window, a dependency timeout); the settings' interval is only a safety net. It reads the
+waiting and active indexes, so a pass costs O(waiting runs), not O(all Jobs). An admission is an
+expectation until the watch shows the Job no longer waiting, so a lagging index never admits twice.
+Skips and cancellations are written as the Job's outcome; the ledger counts them, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+from nightshift.api import names
+from nightshift.controller.indexes import LazyAdmissions, LazyRuns
+from nightshift.controller.runtime import Runtime
+from nightshift.core import gate, render
+from nightshift.core.runs import AttemptView
+from nightshift.infra import metrics
+from nightshift.infra.kube import JOBS, QUEUES, ApiError
+
+log = logging.getLogger("nightshift")
+
+
+class Gate:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.queue_status: dict[tuple[str, str], tuple[int, int]] = {}
+
+    async def loop(self) -> None:
+        rt = self.rt
+        while not rt.indexes.bound:
+            await asyncio.sleep(0.2)
+        next_at: float | None = None
+        while True:
+            timeout = rt.settings.gate_interval_seconds
+            if next_at is not None:
+                timeout = max(0.05, min(timeout, next_at - time.monotonic()))
+            try:
+                await asyncio.wait_for(rt.wake.wait(), timeout=timeout)
+            except TimeoutError:
+                pass
+            rt.wake.clear()
+            await rt.leading.wait()
+            t0 = time.monotonic()
+            try:
+                until = await self.run_pass()
+            except Exception:
+                log.exception("gate pass failed")
+                metrics.observe_reconcile("gate", time.monotonic() - t0, error=True)
+                next_at = time.monotonic() + 1.0
+            else:
+                metrics.observe_reconcile("gate", time.monotonic() - t0)
+                rt.readiness.gate_passes += 1
+                next_at = None
+                if until is not None:
+                    next_at = time.monotonic() + max(0.0, (until - rt.clock()).total_seconds())
+
+    async def run_pass(self) -> dt.datetime | None:
+        """One pass over the waiting runs; the earliest time a Wait asked to be looked at again."""
+        rt = self.rt
+        ix = rt.indexes
+        waiting = gate.order(ix.waiting_views())
+        total, per_queue = ix.active_count()
+        snap = gate.Snapshot(
+            now=rt.clock(),
+            specs=ix.specs(),
+            runs=LazyRuns(ix),
+            queues=ix.queue_specs(),
+            running_by_queue=per_queue,
+            running_total=total,
+            max_running=rt.settings.max_concurrent_runs,
+            stopped=ix.stopped,
+            admitted_by_queue=LazyAdmissions(ix),
+            created=ix.created,
+        )
+        earliest: dt.datetime | None = None
+        waiting_per_queue: dict[tuple[str, str], int] = {}
+        fresh: list[AttemptView] = []
+        for view in waiting:
+            pending = rt.expectations.pending(("admit", view.namespace, view.name))
+            if pending is None:
+                fresh.append(view)
+            elif pending[1]:  # admitted, but the index still shows it waiting: it holds its slot already
+                snap.take(view.namespace, pending[0])
+        for view in fresh:
+            spec = ix.spec(view.namespace, view.bgj)
+            if spec is None:
+                continue
+            decision = gate.decide(view, spec, snap)
+            if isinstance(decision, gate.Admit | gate.Cancel):
+                if isinstance(decision, gate.Cancel):
+                    await self.cancel_runs(view.namespace, view.bgj, decision.runs, decision.reason)
+                await self._patch_job(
+                    view, {"spec": {"suspend": False}, "metadata": {"annotations": {names.ANN_GATE: None}}}
+                )
+                snap.take(view.namespace, spec.queue)
+                rt.expectations.expect(("admit", view.namespace, view.name), (spec.queue, True))
+                metrics.observe_admission_wait(view.namespace, spec.queue, (snap.now - view.time).total_seconds())
+            elif isinstance(decision, gate.Skip):
+                await self._patch_job(
+                    view, {"metadata": {"annotations": {names.ANN_OUTCOME: f"Skipped: {decision.reason}"}}}
+                )
+                rt.expectations.expect(("admit", view.namespace, view.name), (spec.queue, False))
+            else:
+                if decision.until is not None and (earliest is None or decision.until < earliest):
+                    earliest = decision.until
+                key = (view.namespace, spec.queue or "")
+                waiting_per_queue[key] = waiting_per_queue.get(key, 0) + 1
+                text = f"Waiting: {decision.reason}"
+                if view.gate != text:
+                    await self._patch_job(view, {"metadata": {"annotations": {names.ANN_GATE: text}}})
+                    owner = self._owner(view)
+                    if owner and _reason_kind(view.gate) != _reason_kind(text):  # an event per new kind of wait
+                        await rt.events.post(owner, "Normal", "RunWaiting", f"run {view.run} waits: {decision.reason}")
+        await self._queues(per_queue, waiting_per_queue, snap)
+        return earliest
+
+    async def _queues(
+        self,
+        per_queue: dict[tuple[str, str], int],
+        waiting_per_queue: dict[tuple[str, str], int],
+        snap: gate.Snapshot,
+    ) -> None:
+        for (ns, q), running in (
+            set(per_queue.items()) | {(k, 0) for k in waiting_per_queue} | {(k, 0) for k in self.queue_status}
+        ):
+            counts = (waiting_per_queue.get((ns, q), 0), snap.running_by_queue.get((ns, q), running))
+            metrics.set_queue(ns, q or None, *counts)
+            if q and self.queue_status.get((ns, q)) != counts and (ns, q) in snap.queues:
+                self.queue_status[(ns, q)] = counts
+                try:
+                    await self.rt.kube().patch(
+                        QUEUES, q, {"status": {"waiting": counts[0], "running": counts[1]}}, ns, sub="status"
+                    )
+                except ApiError as e:
+                    if not e.not_found:
+                        raise
+
+    def _owner(self, view: AttemptView) -> render.Owner | None:
+        entry = self.rt.indexes.bgj(view.namespace, view.bgj)
+        return render.Owner(view.bgj, view.namespace, entry["uid"]) if entry else None
+
+    async def _patch_job(self, view: AttemptView, patch: dict[str, Any]) -> None:
+        try:
+            await self.rt.kube().patch(JOBS, view.name, patch, view.namespace)
+        except ApiError as e:
+            if not e.not_found:
+                raise
+
+    async def cancel_runs(self, ns: str, bgj: str, run_ids: tuple[str, ...], reason: str) -> None:
+        """Suspending a started Job makes the Job controller delete its pods; the outcome records why."""
+        for run in self.rt.indexes.runs(ns, bgj):
+            if run.id not in run_ids:
+                continue
+            for a in run.attempts:
+                if a.active or a.waiting:
+                    await self._patch_job(
+                        a,
+                        {
+                            "spec": {"suspend": True},
+                            "metadata": {"annotations": {names.ANN_OUTCOME: f"Cancelled: {reason}"}},
+                        },
+                    )
+
+
+def _reason_kind(gate_text: str | None) -> str | None:
+    """ "Waiting: QueueFull: queue q runs 2 at a time" -> "QueueFull"."""
+    return gate_text.removeprefix("Waiting: ").split(":")[0] if gate_text else None

@@ -1,0 +1,59 @@
+"""observe(key): one BackgroundJob's world as the indexes hold it, for the pure plan.
+
+Reads memory only (kopf's indexes and the status this operator last wrote): no API call, so a pass
+costs the same however many objects the cluster holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from nightshift.api.models import BackgroundJobSpec
+from nightshift.controller.runtime import Key, Runtime
+from nightshift.core import render, validate
+from nightshift.core.plan import Observed, Problem
+from nightshift.core.runs import parse_time
+
+
+def observe(rt: Runtime, key: Key) -> Observed | None:
+    ns, name = key
+    ix = rt.indexes
+    entry = ix.bgj(ns, name)
+    if entry is None:
+        return None
+    rt.status.read(key, entry)
+    owner = render.Owner(name, ns, entry["uid"])
+    written = rt.status.last(key, entry["uid"], dict(entry["status"] or {}))
+    spec: BackgroundJobSpec | None = None
+    invalid: str | None = None
+    try:
+        spec = BackgroundJobSpec.model_validate(entry["spec"])
+    except ValidationError as e:
+        invalid = validate.field_errors(e)
+    problem: Problem | None = None
+    upstream: dict[str, Any] = {}
+    if spec is not None:
+        found = validate.check(name, ns, spec, lambda dep: ix.spec(ns, dep))
+        if found is not None:
+            problem = Problem(found.reason, found.message)
+        for up in spec.run_after:
+            upstream[up] = (ix.spec(ns, up), ix.runs(ns, up))
+    return Observed(
+        owner=owner,
+        generation=entry["generation"],
+        created=parse_time(entry.get("created")),
+        annotations=dict(entry["annotations"] or {}),
+        raw_spec=entry["spec"],
+        spec=spec,
+        invalid=invalid,
+        written=written,
+        runs=ix.runs(ns, name),
+        requests=ix.requests_of(ns, name),
+        upstream=upstream,
+        cronjob=ix.cronjob(ns, name),
+        problem=problem,
+        now=rt.clock(),
+        settings=rt.settings,
+    )

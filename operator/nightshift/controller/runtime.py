@@ -1,0 +1,169 @@
+"""The Runtime: what the controller's parts share, built once at start-up and passed to each of them.
+
+No module-level mutable state: settings, the API client, the clock, the history writer, the event
+recorder, leadership, the work queue, the indexes, expectations and the memory of our own status
+writes all live here, so a test can build a Runtime with a fake clock and a second operator in the
+same process would not share anything by accident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nightshift.api import names
+from nightshift.controller.expectations import Expectations
+from nightshift.controller.indexes import Indexes
+from nightshift.controller.workqueue import WorkQueue
+from nightshift.core import render
+from nightshift.infra.history import HistoryWriter
+from nightshift.infra.kube import EVENTS, ApiError, Kube, event_body
+from nightshift.settings import Settings
+
+log = logging.getLogger("nightshift")
+Key = tuple[str, str]
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def digest(status: Any) -> str:
+    return hashlib.blake2b(json.dumps(status, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+
+
+@dataclass
+class StatusMemory:
+    """The status this operator last wrote per job, and the digests of its recent writes.
+
+    Only the operator writes status, and a watch event may carry an object older than our last
+    status patch (our spec patch on quarantine lands first): transitions compare with what we wrote,
+    never with the watched object. The digests recognise the watch echoing our own writes, which
+    then start no pass.
+    """
+
+    written: dict[Key, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    inputs: dict[Key, tuple[str, Any, Any]] = field(default_factory=dict)  # (uid, generation, annotations) read
+    wrote: dict[Key, collections.deque[str]] = field(default_factory=dict)
+
+    def last(self, key: Key, uid: str, watched: dict[str, Any]) -> dict[str, Any]:
+        entry = self.written.get(key)
+        if entry is not None and entry[0] == uid:
+            return entry[1]
+        return watched
+
+    def remember(self, key: Key, uid: str, status: dict[str, Any], *, sent: bool) -> None:
+        self.written[key] = (uid, status)
+        if sent:
+            self.wrote.setdefault(key, collections.deque(maxlen=4)).append(digest(status))
+
+    def read(self, key: Key, entry: dict[str, Any]) -> None:
+        self.inputs[key] = (entry["uid"], entry["generation"], entry["annotations"])
+
+    def echo(self, key: Key, entry: dict[str, Any]) -> bool:
+        """The watch bringing back one of our own status writes, on an object whose inputs a pass has read."""
+        return self.inputs.get(key) == (entry["uid"], entry["generation"], entry["annotations"]) and digest(
+            entry["status"]
+        ) in self.wrote.get(key, ())
+
+    def forget(self, key: Key) -> None:
+        for memo in (self.written, self.inputs, self.wrote):
+            memo.pop(key, None)
+
+
+class EventRecorder:
+    """Kubernetes Events on BackgroundJobs and requests; a keyed event has a deterministic name, so
+    posting it again after a crash is refused by the API server instead of doubled."""
+
+    def __init__(self, kube: Callable[[], Kube]) -> None:
+        self._kube = kube
+        self.posted = 0
+
+    async def post(self, owner: render.Owner, type_: str, reason: str, message: str, *, key: str | None = None) -> None:
+        involved = {
+            "apiVersion": owner.api_version,
+            "kind": owner.kind,
+            "name": owner.name,
+            "namespace": owner.namespace,
+            "uid": owner.uid,
+        }
+        body = event_body(involved, type_, reason, message)
+        if key is not None:
+            body["metadata"] = {
+                "name": f"{owner.name[:200]}.{names.digest(owner.uid, key, size=16)}",
+                "namespace": owner.namespace,
+            }
+        try:
+            await self._kube().create(EVENTS, body)
+            self.posted += 1
+        except ApiError as e:
+            if e.conflict and key is not None:
+                return  # posted before a restart: once is enough
+            log.warning("event %s on %s/%s not posted: %s", reason, owner.namespace, owner.name, e)
+
+
+@dataclass
+class Readiness:
+    """Ready once the indexes are bound and every BackgroundJob known then has had one pass."""
+
+    bound: bool = False
+    first_pass: set[Key] | None = None
+    gate_passes: int = 0
+
+    def ready(self, leading: bool) -> bool:
+        """A standby is ready once it watches (it could take over); the leader once it has acted on all."""
+        if not self.bound or self.first_pass is None:
+            return False
+        return not leading or (not self.first_pass and self.gate_passes > 0)
+
+    def passed(self, key: Key) -> None:
+        if self.first_pass is not None:
+            self.first_pass.discard(key)
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], dt.datetime] = utc_now,
+        kube: Kube | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._kube = kube
+        self.history: HistoryWriter | None = None
+        self.events = EventRecorder(self.kube)
+        self.leading = asyncio.Event()
+        self.wake = asyncio.Event()  # the gate should look again (a Job changed, a run was created)
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self.indexes = Indexes()
+        self.expectations = Expectations()
+        self.status = StatusMemory()
+        self.readiness = Readiness()
+        self.started = time.time()
+        self.gate_next: float | None = None  # monotonic time the gate asked to look again at
+
+    def kube(self) -> Kube:
+        if self._kube is None:
+            self._kube = Kube.from_env()
+        return self._kube
+
+    def start_history(self) -> None:
+        if self.settings.history_dsn:
+            self.history = HistoryWriter(self.settings.history_dsn, retention_days=self.settings.history_retention_days)
+            self.history.start()
+
+    async def close(self) -> None:
+        if self.history is not None:
+            await self.history.stop()
+        if self._kube is not None:
+            await self._kube.close()
