@@ -1,7 +1,7 @@
 """The `nightshift` CLI (and `kubectl nightshift`) against the real control plane.
 
 trigger, backfill and retry create BackgroundJobRuns; the tests without a marker check only what
-the CLI writes. Tests marked `needs_run_requests` also need the operator to act on those requests
+the CLI writes. Some tests also need the operator to act on those requests
 (create the run, write its result into the request's status).
 """
 
@@ -236,7 +236,6 @@ def test_stop_kill_and_start(kubectl: Kubectl, running_operator: Operator, names
 
 
 # -- the operator acting on the requests ------------------------------------------------------------
-@pytest.mark.needs_run_requests
 def test_trigger_wait_params_status_describe_history_logs_retry(
     kubectl: Kubectl, requests_served: Operator, namespace: str
 ) -> None:
@@ -291,7 +290,6 @@ def test_trigger_wait_params_status_describe_history_logs_retry(
     assert plugin.returncode == 0 and "report" in plugin.stdout
 
 
-@pytest.mark.needs_run_requests
 def test_three_triggers_while_the_operator_is_down_make_three_runs(
     kubectl: Kubectl, requests_served: Operator, namespace: str
 ) -> None:
@@ -309,7 +307,6 @@ def test_three_triggers_while_the_operator_is_down_make_three_runs(
     assert len({r["status"]["runId"] for r in run_requests(kubectl, namespace, "report")}) == 3
 
 
-@pytest.mark.needs_run_requests
 def test_backfill_wait_runs_each_scheduled_time(kubectl: Kubectl, requests_served: Operator, namespace: str) -> None:
     kubectl.apply(bgj("hourly", namespace, {"schedule": "*/15 * * * *", "job": script_job("pass")}))
     out = ok(cli(requests_served, "-n", namespace, *BACKFILL, "--wait", "--timeout", "180", timeout=240))

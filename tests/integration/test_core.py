@@ -11,6 +11,8 @@ from tests.conftest import Kubectl, Operator, bgj, condition_of, script_job, wai
 
 pytestmark = pytest.mark.cluster
 
+SQL = {"builtin": "sql", "params": {"statement": "SELECT 1"}}  # a built-in with its required params
+
 
 def get(kubectl: Kubectl, kind: str, name: str, ns: str) -> dict[str, Any]:
     return kubectl.json("get", kind, name, "-n", ns)  # type: ignore[no-any-return]
@@ -28,7 +30,10 @@ def test_apply_edit_suspend_delete(kubectl: Kubectl, running_operator: Operator,
         "timeZone": "Europe/Berlin",
         "priority": "high",
         "timeout": "10m",
-        "job": {"builtin": "ttl-cleanup", "params": {"table": "sessions", "olderThan": "30d"}},
+        "job": {
+            "builtin": "ttl-cleanup",
+            "params": {"table": "sessions", "timestampColumn": "created_at", "olderThan": "30d"},
+        },
     }
     kubectl.apply(bgj("cleanup", namespace, spec))
     cron = wait_for(
@@ -155,7 +160,7 @@ def test_invalid_specs_get_ready_false(
         assert first.returncode != 0 and text in first.stderr
     running_operator.stop()
     kubectl.apply(bgj("broken", namespace, spec))
-    kubectl.apply(bgj("fine", namespace, {"schedule": "@hourly", "job": {"builtin": "sql"}}))
+    kubectl.apply(bgj("fine", namespace, {"schedule": "@hourly", "job": SQL}))
     running_operator.start()
     obj = wait_for(lambda: ready(kubectl, "broken", namespace), what="status")
     cond = condition_of(obj, "Ready")
@@ -182,7 +187,7 @@ def test_foreign_cronjob_is_never_overwritten(kubectl: Kubectl, running_operator
         },
     }
     kubectl.apply(foreign)
-    kubectl.apply(bgj("report", namespace, {"schedule": "0 2 * * *", "job": {"builtin": "sql"}}))
+    kubectl.apply(bgj("report", namespace, {"schedule": "0 2 * * *", "job": SQL}))
     obj = wait_for(lambda: ready(kubectl, "report", namespace), what="status")
     assert condition_of(obj, "Ready")["reason"] == "CronJobConflict"  # type: ignore[index]
     cron = get(kubectl, "cronjob", "report", namespace)
@@ -254,7 +259,7 @@ def test_webhook_rejects_cycles_and_bad_schedules(kubectl: Kubectl, running_oper
     )
     early = apply("downstream", {"dependsOn": [{"name": "upstream"}], "job": {"builtin": "sql"}})
     assert early.returncode == 0 and "upstream does not exist" in early.stderr  # a warning, not a rejection
-    assert apply("upstream", {"runAfter": ["middle"], "job": {"builtin": "sql"}}).returncode == 0
+    assert apply("upstream", {"runAfter": ["middle"], "job": SQL}).returncode == 0
     cycle = apply("middle", {"dependsOn": [{"name": "downstream"}], "job": {"builtin": "sql"}})
     assert cycle.returncode != 0 and "DependencyCycle" in cycle.stderr and "middle -> downstream" in cycle.stderr
     bad = apply("badcron", {"schedule": "61 * * * *", "job": {"builtin": "sql"}})

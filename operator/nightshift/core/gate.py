@@ -170,8 +170,13 @@ def _dependencies(view: AttemptView, spec: BackgroundJobSpec, snap: Snapshot) ->
         druns = snap.runs.get((view.namespace, dep.name), ())
         rule = retry_rule(dspec)
         cron = schedule.cron_of(dspec.schedule, dspec.every) if dspec.scheduled else None
+        due = None
         if cron is not None:
-            due = schedule.latest_at_or_before(cron, dspec.time_zone, t)
+            try:
+                due = schedule.latest_at_or_before(cron, dspec.time_zone, t)
+            except schedule.ScheduleError:  # `@every` counts from the CronJob's own runs: judged by recency
+                due = None
+        if due is not None:
             match = [r for r in druns if r.first.scheduled is not None and r.first.scheduled == due]
             born = snap.created(view.namespace, dep.name)
             if not match and ((born is not None and due < born) or dspec.suspend):

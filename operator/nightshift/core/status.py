@@ -127,7 +127,10 @@ def build(
     if problem is None and not spec.suspend:
         cron = schedule.cron_of(spec.schedule, spec.every)
         if cron:
-            next_time = schedule.next_after(cron, spec.time_zone, now)
+            try:
+                next_time = schedule.next_after(cron, spec.time_zone, now)
+            except schedule.ScheduleError:  # a schedule that never fires (`0 0 31 2 *`): no next run
+                next_time = None
         elif spec.at and spec.at > now:
             next_time = spec.at
     status["nextScheduleTime"] = ts(next_time)
