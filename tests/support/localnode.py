@@ -22,6 +22,7 @@ import re
 import signal
 import ssl
 import sys
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,10 +54,16 @@ class RunningPod:
 
 
 class LocalNode:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
     def __init__(self, kube: Kube, name: str, workdir: Path, ca_dir: Path | None) -> None:
         self.kube = kube
         self.name = name
         self.workdir = workdir
+        self.tasks: set[asyncio.Task[None]] = set()  # background tasks stay referenced until they end
         self.ca_dir = ca_dir
         self.pods: dict[str, RunningPod] = {}
         self.port = 0
@@ -114,7 +121,7 @@ class LocalNode:
     async def run(self) -> None:
         await self.start_log_server()
         await self.register()
-        asyncio.create_task(self._heartbeats())
+        self._spawn(self._heartbeats())
         selector = f"spec.nodeName={self.name}"
         while True:
             try:
@@ -153,7 +160,7 @@ class LocalNode:
             if running and not running.killing:
                 running.killing = True
                 grace = md.get("deletionGracePeriodSeconds", 30)
-                asyncio.create_task(self.terminate_and_remove(running, pod, grace))
+                self._spawn(self.terminate_and_remove(running, pod, grace))
             elif not running:
                 await self.remove(pod)
             return

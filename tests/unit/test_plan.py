@@ -210,7 +210,7 @@ def test_every_request_gets_its_own_run_none_overwrites_another() -> None:
 
 def test_a_request_with_a_run_is_not_run_again_and_carries_its_result() -> None:
     r = req("a")
-    rid = request_run_id("a", "uid-a", "nightly")
+    rid = request_run_id("a", "uid-a", "nightly", NS)
     views = [succeeded(rid, t(2026, 3, 9, 14, 29), request="a", trigger="manual")]
     p = planned(observed(spec(), views, requests=[r]))
     assert p.create == []
@@ -306,7 +306,7 @@ def test_pruning_only_removes_counted_runs() -> None:
 
 def test_a_request_outlives_its_pruned_run_for_a_while() -> None:
     s = spec(history={"successful": 0, "failed": 1})
-    rid = request_run_id("a", "uid-a", "nightly")
+    rid = request_run_id("a", "uid-a", "nightly", NS)
     done = {"phase": "Succeeded", "completionTime": "2026-03-09T14:25:00Z"}
     views = [succeeded(rid, t(2026, 3, 9, 14, 20), request="a", counted="Succeeded")]
     p = planned(observed(s, views, requests=[req("a", status=done)]))

@@ -46,6 +46,8 @@ def registry(rt: Runtime) -> kopf.OperatorRegistry:
         return True
 
     def bind(kwargs: dict[str, Any]) -> None:
+        if "type" in kwargs or "event" in kwargs:  # a watch handler: kopf filled every index first
+            rt.readiness.handled = True
         if not rt.indexes.bound:
             rt.indexes.bind(kwargs)
             rt.readiness.bound = True
@@ -97,7 +99,11 @@ def registry(rt: Runtime) -> kopf.OperatorRegistry:
             settings.admission.managed = GROUP
             log_rejections_at_info()
         rt.start_history()
-        metrics.start_server(s.metrics_port, s.listen_address, ready=lambda: rt.readiness.ready(rt.leading.is_set()))
+        metrics.start_server(
+            s.metrics_port,
+            s.listen_address,
+            ready=lambda: rt.readiness.ready(rt.leading.is_set(), lambda k: rt.indexes.bgj(*k) is not None),
+        )
         bind(kwargs)
         await _first_pass_keys(rt)
         rt.queue.spawn(rt.queue.run_timer())

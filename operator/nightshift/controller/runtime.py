@@ -117,11 +117,19 @@ class Readiness:
     bound: bool = False
     first_pass: set[Key] | None = None
     gate_passes: int = 0
+    handled: bool = False  # kopf called a watch handler: it does so only once every index is filled
+    since: float = field(default_factory=time.monotonic)
 
-    def ready(self, leading: bool) -> bool:
-        """A standby is ready once it watches (it could take over); the leader once it has acted on all."""
+    def ready(self, leading: bool, present: Callable[[Key], bool] | None = None) -> bool:
+        """A standby is ready once it watches (it could take over); the leader once it has acted on all.
+
+        A job listed at start-up but deleted before the watch saw it never gets a pass: once the
+        indexes are filled (or after a grace period), keys the index does not hold are let go.
+        """
         if not self.bound or self.first_pass is None:
             return False
+        if present is not None and self.first_pass and (self.handled or time.monotonic() - self.since > 30):
+            self.first_pass = {k for k in self.first_pass if present(k)}
         return not leading or (not self.first_pass and self.gate_passes > 0)
 
     def passed(self, key: Key) -> None:

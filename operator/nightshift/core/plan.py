@@ -47,9 +47,9 @@ class RequestSeen:
     status: Mapping[str, Any]
 
 
-def request_run_id(request: str, uid: str, bgj: str) -> str:
+def request_run_id(request: str, uid: str, bgj: str, namespace: str) -> str:
     """The run made for a request: a pure function of the request, so a repeat gets AlreadyExists."""
-    return names.run_id(bgj, "request", request, uid)
+    return names.run_id(bgj, "request", namespace, request, uid)
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ def _prune_requests(o: Observed, p: Plan) -> None:
     have = {r.id for r in o.runs}
     pruned = set(p.delete_jobs)
     for req in o.requests:
-        run = request_run_id(req.name, req.uid, o.owner.name)
+        run = request_run_id(req.name, req.uid, o.owner.name, o.owner.namespace)
         if req.status.get("phase") not in TERMINAL_PHASES or (run in have and run not in pruned):
             continue
         ended = parse_time(req.status.get("completionTime")) or req.created
@@ -294,7 +294,7 @@ def _requests(o: Observed, spec: BackgroundJobSpec, p: Plan) -> None:
     for req in o.requests:
         if req.status.get("phase") not in (None, "Pending"):
             continue
-        run = request_run_id(req.name, req.uid, o.owner.name)
+        run = request_run_id(req.name, req.uid, o.owner.name, o.owner.namespace)
         if run in have:
             continue
         trigger = "backfill" if req.scheduled_time is not None else "manual"
@@ -417,7 +417,7 @@ def request_status(run: Run | None, spec: BackgroundJobSpec, now: dt.datetime, p
 def _request_status(o: Observed, spec: BackgroundJobSpec, p: Plan) -> None:
     by_id = {r.id: r for r in o.runs}
     for req in o.requests:
-        run = by_id.get(request_run_id(req.name, req.uid, o.owner.name))
+        run = by_id.get(request_run_id(req.name, req.uid, o.owner.name, o.owner.namespace))
         if run is None and req.status.get("phase") not in (None, "Pending"):
             continue  # its run was pruned: the request keeps the result it was given
         want = request_status(run, spec, o.now, req.status)
