@@ -325,10 +325,17 @@ class Cli:
         o = await self.get_bgj(self.args.name)
         md = o["metadata"]
         last = o.get("status", {}).get("lastRun") or {}
-        if last.get("result") not in ("Failed", "Cancelled", "Skipped"):
-            raise CliError(f"the last run of {md['name']} did not fail (result {last.get('result', 'none')})", 1)
-        run_id = str(last["id"])
-        run = next((r for r in await self.runs_of(md["namespace"], md["name"]) if r.id == run_id), None)
+        runs = await self.runs_of(md["namespace"], md["name"])
+        if last.get("result") in ("Failed", "Cancelled", "Skipped"):
+            run_id = str(last["id"])
+        else:
+            # the newest run that failed for good, even while a newer run (such as its retry) is going
+            spec = BackgroundJobSpec.model_validate(o["spec"])
+            bad = [r for r in runs if _result(r, spec) == "Failed"]
+            if not bad:
+                raise CliError(f"the last run of {md['name']} did not fail (result {last.get('result', 'none')})", 1)
+            run_id = bad[-1].id
+        run = next((r for r in runs if r.id == run_id), None)
         if run is None:
             print(
                 f"nightshift: the Jobs of run {run_id} are gone, so its params are unknown; "
