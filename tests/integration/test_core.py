@@ -78,6 +78,7 @@ def test_apply_edit_suspend_delete(kubectl: Kubectl, running_operator: Operator,
 def test_volumes_reach_the_cronjob_pod_template(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
     job = {
         "builtin": "backup",
+        "params": {"directory": "/backups"},  # required: checked at apply time
         "volumes": [
             {"name": "backups", "persistentVolumeClaim": {"claimName": "db-backups"}},
             {"name": "tls", "secret": {"secretName": "db-ca", "optional": True}},

@@ -139,7 +139,7 @@ def test_template_with_crds_is_valid_server_side(helm: Helm, kubectl: Kubectl) -
     try:
         objs = helm.template("nightshift-dry", ns, "--include-crds", *INSTALL_FLAGS)
         kinds = sorted(o["kind"] for o in objs)
-        assert kinds.count("CustomResourceDefinition") == 2, kinds
+        assert kinds.count("CustomResourceDefinition") == 3, kinds  # jobs, queues, run requests
         assert not MONITORING_KINDS & set(kinds)
         out = _dry_run(kubectl, objs)
         assert out.count("(server dry run)") == len(objs), out
