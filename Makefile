@@ -7,7 +7,7 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export NIGHTSHIFT_CACHE ?= $(HOME)/.cache/nightshift
 
-.PHONY: run test unit integration lint crds crds-check cluster cluster-down binaries bench e2e clean
+.PHONY: run test tools unit integration lint crds crds-check cluster cluster-down binaries bench e2e clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,11 +28,14 @@ lint: $(STAMP)
 crds: $(STAMP)  ## regenerate crds/ and the chart's CRDs from the pydantic models
 	$(BIN)/python -m nightshift.api.crd --write
 
-test: $(STAMP) binaries lint  ## everything: lint, types, unit and integration tests
+tools:  ## PostgreSQL, Prometheus (promtool) and openssl from Debian when missing, or say what to install
+	bash hack/ensure-tools.sh
+
+test: $(STAMP) tools binaries lint  ## everything: lint, types, unit and integration tests
 	NIGHTSHIFT_BIN_DIR=$$(bash hack/build-binaries.sh 2>/dev/null | tail -n1) $(BIN)/pytest -q -p no:cacheprovider
 
 unit: $(STAMP)
-	$(BIN)/pytest -q -m "not cluster and not postgres"
+	$(BIN)/pytest -q -m "not cluster and not postgres and not tools"
 
 cluster: $(STAMP) binaries  ## a control plane in the background; kubeconfig at .cluster/kubeconfig
 	bash hack/cluster-up.sh
@@ -40,7 +43,7 @@ cluster: $(STAMP) binaries  ## a control plane in the background; kubeconfig at 
 cluster-down: $(STAMP)
 	$(BIN)/python -m tests.support.cluster down --dir .cluster
 
-run: $(STAMP) binaries  ## control plane + local node + PostgreSQL + operator + example jobs; Ctrl-C stops all
+run: $(STAMP) tools binaries  ## control plane + local node + PostgreSQL + operator + example jobs; Ctrl-C stops all
 	NIGHTSHIFT_BIN_DIR=$$(bash hack/build-binaries.sh 2>/dev/null | tail -n1) $(BIN)/python -m tests.support.demo
 
 bench: $(STAMP) binaries

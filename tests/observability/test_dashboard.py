@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +12,10 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.support import tools
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "charts" / "nightshift" / "files" / "dashboard.json"
-PROMTOOL = shutil.which("promtool") or ("/usr/bin/promtool" if Path("/usr/bin/promtool").exists() else None)
 
 GRAFANA_VARS = {
     "$__rate_interval": "5m",
@@ -91,9 +90,9 @@ def test_no_query_uses_a_job_label_on_nightshift_metrics() -> None:
             assert not re.search(r"[{,]\s*job\s*[=!~]", expr), title
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package `prometheus`)")
+@pytest.mark.tools
 def test_every_query_is_valid_promql(tmp_path: Path) -> None:
-    assert PROMTOOL is not None
+    promtool = tools.promtool()
     rules = []
     for i, (title, expr) in enumerate(_queries()):
         for var, value in GRAFANA_VARS.items():
@@ -102,5 +101,5 @@ def test_every_query_is_valid_promql(tmp_path: Path) -> None:
         rules.append({"record": f"dashboard:query_{i}", "expr": expr})
     path = tmp_path / "dashboard-queries.yaml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
-    result = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True)
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

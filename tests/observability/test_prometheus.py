@@ -1,7 +1,7 @@
 """A real Prometheus scraping the real operator: every dashboard query and every alerting/recording rule
 expression evaluates without error against live nightshift series, and the rules file loads.
 
-Needs Debian's prometheus (`apt-get install prometheus`); skipped, saying so, without it.
+Needs Debian's prometheus, which `make test` installs (hack/ensure-tools.sh); fails, saying so, without it.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def prometheus(operator: Operator) -> Iterator[PrometheusServer]:
     try:
         find_binary()
     except PrometheusNotInstalled as e:
-        pytest.skip(f"prometheus binary missing: {e}")
+        pytest.fail(f"prometheus is missing ({e}): `make test` installs it (hack/ensure-tools.sh)")
     if operator.proc is None or operator.proc.poll() is not None:
         operator.start()  # as `running_operator` does, for a module-scoped fixture
     with PrometheusServer([f"127.0.0.1:{operator.metrics_port}"], rule_files=[ALERTS]) as prom:

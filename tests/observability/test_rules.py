@@ -3,13 +3,13 @@ unit tests (observability/alerts_test.yaml). promtool: Debian's `prometheus` pac
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from tests.support import tools
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "charts" / "nightshift" / "files" / "alerts.yaml"
@@ -23,9 +23,6 @@ EXPECTED_ALERTS = {
     "NightshiftOperatorDown",
     "NightshiftNoLeader",
 }
-
-PROMTOOL = shutil.which("promtool") or ("/usr/bin/promtool" if Path("/usr/bin/promtool").exists() else None)
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package `prometheus`)")
 
 
 def _alerts() -> list[dict[str, Any]]:
@@ -66,18 +63,18 @@ def test_no_rule_uses_a_label_named_job_on_nightshift_metrics() -> None:
             assert "job=" not in expr.replace("backgroundjob", ""), alert["alert"]
 
 
-@needs_promtool
+@pytest.mark.tools
 def test_promtool_check_rules() -> None:
-    assert PROMTOOL is not None
-    result = subprocess.run([PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True)
+    promtool = tools.promtool()
+    result = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_promtool
+@pytest.mark.tools
 def test_promtool_test_rules() -> None:
-    assert PROMTOOL is not None
+    promtool = tools.promtool()
     result = subprocess.run(
-        [PROMTOOL, "test", "rules", RULE_TESTS.name],
+        [promtool, "test", "rules", RULE_TESTS.name],
         cwd=RULE_TESTS.parent,
         capture_output=True,
         text=True,

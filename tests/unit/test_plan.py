@@ -46,7 +46,6 @@ def observed(
         generation=1,
         created=t(2026, 1, 1),
         annotations=annotations or {},
-        raw_spec={},
         spec=sp,
         invalid=invalid,
         written=written or {},
@@ -199,7 +198,7 @@ def req(name: str, **kw: Any) -> RequestSeen:
 def test_every_request_gets_its_own_run_none_overwrites_another() -> None:
     reqs = [req("a", params={"x": 1}), req("b"), req("c", scheduled_time=t(2026, 3, 1, 3))]
     p = planned(observed(spec(), requests=reqs))
-    assert [n.request for n in p.create] == ["a", "b", "c"]
+    assert [n.attempt.request for n in p.create] == ["a", "b", "c"]
     assert [n.attempt.trigger for n in p.create] == ["manual", "manual", "backfill"]
     assert p.create[0].attempt.params == {"x": 1}
     assert p.create[2].attempt.scheduled_time == t(2026, 3, 1, 3)
@@ -246,7 +245,7 @@ def test_a_retryable_failure_gets_its_next_attempt_after_backoff() -> None:
     views = [failed("nightly-1", t(2026, 3, 9, 14), code=1)]
     p = planned(observed(s, views))
     (new,) = p.create
-    assert new.attempt.attempt == 2 and new.retry_of is not None
+    assert new.attempt.attempt == 2 and new.retry
     assert new.attempt.not_before == t(2026, 3, 9, 14, 5) + dt.timedelta(minutes=1)
     assert p.endings == []
 

@@ -24,10 +24,20 @@ from nightshift.api import names
 from nightshift.api.models import BackgroundJobSpec
 from nightshift.cli import requests
 from nightshift.cli.output import age, condition, emit, failing, health, table
-from nightshift.cli.requests import BACKGROUNDJOBRUNS, RequestError
+from nightshift.cli.requests import RequestError
 from nightshift.core import graph, schedule
 from nightshift.core.runs import attempt_view, group, with_pod
-from nightshift.infra.kube import BACKGROUNDJOBS, CONFIGMAPS, EVENTS, JOBS, PODS, ApiError, Kube, event_body
+from nightshift.infra.kube import (
+    BACKGROUNDJOBRUNS,
+    BACKGROUNDJOBS,
+    CONFIGMAPS,
+    EVENTS,
+    JOBS,
+    PODS,
+    ApiError,
+    Kube,
+    event_body,
+)
 
 STOP_CONFIGMAP = "nightshift-stop"
 CLUSTER_STOP_NAMESPACE = "default"
@@ -497,9 +507,7 @@ class Cli:
         for o in targets:
             patch: dict[str, Any] = {"spec": {"suspend": value}}
             if not value:  # resuming also lifts a quarantine: failures before now no longer count
-                patch["metadata"] = {
-                    "annotations": {names.PREFIX + "/resumed-at": self.now.strftime("%Y-%m-%dT%H:%M:%SZ")}
-                }
+                patch["metadata"] = {"annotations": {names.ANN_RESUMED: self.now.strftime("%Y-%m-%dT%H:%M:%SZ")}}
             await self.kube.patch(BACKGROUNDJOBS, o["metadata"]["name"], patch, o["metadata"]["namespace"])
             print(f"{o['metadata']['namespace']}/{o['metadata']['name']} {'suspended' if value else 'resumed'}")
         return 0

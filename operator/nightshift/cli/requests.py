@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from nightshift.api import names
-from nightshift.api.models import API_VERSION, GROUP, VERSION, BackgroundJobSpec
+from nightshift.api.models import API_VERSION, BackgroundJobSpec
 from nightshift.core import schedule
 from nightshift.core.runs import parse_time
-from nightshift.infra.kube import Resource
 
-BACKGROUNDJOBRUNS = Resource(GROUP, VERSION, "backgroundjobruns")
 KIND = "BackgroundJobRun"
 MAX_NAME = 253  # a BackgroundJobRun is named like any object: a DNS subdomain, at most 253 characters
 # ... but the names here stay within 63, so a request's name also fits a label value (a run's Jobs

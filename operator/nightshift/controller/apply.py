@@ -19,7 +19,7 @@ from nightshift.core.ledger import Ending
 from nightshift.core.plan import CronJobAction, Observed, Plan, Problem
 from nightshift.core.runs import parse_time
 from nightshift.infra import metrics
-from nightshift.infra.kube import BACKGROUNDJOBS, CRONJOBS, JOBS, JSON_PATCH, RUNREQUESTS, ApiError
+from nightshift.infra.kube import BACKGROUNDJOBRUNS, BACKGROUNDJOBS, CRONJOBS, JOBS, JSON_PATCH, ApiError, Resource
 
 log = logging.getLogger("nightshift")
 
@@ -61,12 +61,10 @@ async def apply(rt: Runtime, o: Observed, p: Plan) -> None:
     if spec is not None:
         for new in p.create:
             body = render.attempt_job(owner, spec, rt.settings, new.attempt)
-            if new.request:
-                body["metadata"]["labels"][names.LABEL_REQUEST] = new.request[:63]
             created = await _create_job(rt, owner, body, new.attempt.run)
             if created:
                 rt.wake.set()
-                if new.retry_of is not None:
+                if new.retry:
                     metrics.observe_retry(ns, name)
                 if new.event:
                     await rt.events.post(owner, *new.event)
@@ -81,11 +79,7 @@ async def apply(rt: Runtime, o: Observed, p: Plan) -> None:
     if p.missed:
         metrics.observe_missed_runs(ns, name, p.missed)
     for req, status in p.request_status.items():
-        try:
-            await k.patch(RUNREQUESTS, req, {"status": status}, ns, sub="status")
-        except ApiError as e:
-            if not e.not_found:
-                raise
+        await _replace_status(rt, BACKGROUNDJOBRUNS, req, ns, status)
     for job in p.delete_jobs:
         if rt.expectations.pending(("delete", ns, job)) is None:
             rt.expectations.expect(("delete", ns, job))
@@ -93,7 +87,7 @@ async def apply(rt: Runtime, o: Observed, p: Plan) -> None:
     for req in p.delete_requests:
         if rt.expectations.pending(("delete-request", ns, req)) is None:
             rt.expectations.expect(("delete-request", ns, req))
-            await k.delete(RUNREQUESTS, req, ns)
+            await k.delete(BACKGROUNDJOBRUNS, req, ns)
     _export(rt, o, p)
 
 
@@ -138,8 +132,7 @@ async def _count(rt: Runtime, owner: render.Owner, ending: Ending) -> None:
 
 
 async def _write_status(rt: Runtime, o: Observed, new: dict[str, Any]) -> None:
-    """Replace the whole status (a JSON patch `add /status`): a merge patch would keep stale nested keys,
-    such as the previous run's completionTime under lastRun."""
+    """The BackgroundJob's status, unless the watched one is the same already."""
     owner = o.owner
     key = (owner.namespace, owner.name)
     entry = rt.indexes.bgj(*key)
@@ -147,21 +140,27 @@ async def _write_status(rt: Runtime, o: Observed, new: dict[str, Any]) -> None:
     if digest(watched) == digest(new):
         rt.status.remember(key, owner.uid, new, sent=False)
         return
+    await _replace_status(rt, BACKGROUNDJOBS, owner.name, owner.namespace, new)
+    rt.status.remember(key, owner.uid, new, sent=True)
+    if entry is not None:
+        entry["status"] = new  # until the watch brings the patched object back
+
+
+async def _replace_status(rt: Runtime, res: Resource, name: str, namespace: str, status: dict[str, Any]) -> None:
+    """Replace a whole status (a JSON patch `add /status`): a merge patch would keep keys the new status
+    no longer has, such as the previous run's completionTime under lastRun. Gone objects are no error."""
     try:
         await rt.kube().patch(
-            BACKGROUNDJOBS,
-            owner.name,
-            [{"op": "add", "path": "/status", "value": new}],
-            owner.namespace,
+            res,
+            name,
+            [{"op": "add", "path": "/status", "value": status}],
+            namespace,
             sub="status",
             content_type=JSON_PATCH,
         )
     except ApiError as e:
         if not e.not_found:
             raise
-    rt.status.remember(key, owner.uid, new, sent=True)
-    if entry is not None:
-        entry["status"] = new  # until the watch brings the patched object back
 
 
 def _export(rt: Runtime, o: Observed, p: Plan) -> None:

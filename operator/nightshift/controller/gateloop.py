@@ -56,6 +56,7 @@ class Gate:
             else:
                 metrics.observe_reconcile("gate", time.monotonic() - t0)
                 rt.readiness.gate_passes += 1
+                rt.readiness.settle(lambda key: rt.indexes.bgj(*key) is not None)
                 next_at = None
                 if until is not None:
                     next_at = time.monotonic() + max(0.0, (until - rt.clock()).total_seconds())

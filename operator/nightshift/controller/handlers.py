@@ -45,9 +45,10 @@ def registry(rt: Runtime) -> kopf.OperatorRegistry:
         seen[key] = value
         return True
 
-    def bind(kwargs: dict[str, Any]) -> None:
-        if "type" in kwargs or "event" in kwargs:  # a watch handler: kopf filled every index first
-            rt.readiness.handled = True
+    def bind(kwargs: dict[str, Any], *, watch: bool = True) -> None:
+        """Bind the indexes on first use; a watch handler also tells readiness that they are filled."""
+        if watch:  # kopf calls watch handlers only once every index is filled
+            rt.readiness.watched = True
         if not rt.indexes.bound:
             rt.indexes.bind(kwargs)
             rt.readiness.bound = True
@@ -102,9 +103,9 @@ def registry(rt: Runtime) -> kopf.OperatorRegistry:
         metrics.start_server(
             s.metrics_port,
             s.listen_address,
-            ready=lambda: rt.readiness.ready(rt.leading.is_set(), lambda k: rt.indexes.bgj(*k) is not None),
+            ready=lambda: rt.readiness.ready(rt.leading.is_set()),
         )
-        bind(kwargs)
+        bind(kwargs, watch=False)
         await _first_pass_keys(rt)
         rt.queue.spawn(rt.queue.run_timer())
         for _ in range(WORKERS):
@@ -240,7 +241,7 @@ def registry(rt: Runtime) -> kopf.OperatorRegistry:
             fails open (failurePolicy Ignore): while the operator is down, the schema and CEL rules still
             guard writes, and the operator reports anything else as Ready=False.
             """
-            bind(kwargs)
+            bind(kwargs, watch=False)
             ns = namespace or ""
             parsed = validate.parse_spec(dict(spec))
             if isinstance(parsed, validate.Problem):
@@ -347,4 +348,4 @@ async def _first_pass_keys(rt: Runtime) -> None:
         for obj in await rt.kube().list(BACKGROUNDJOBS, ns):
             md = obj.get("metadata") or {}
             keys.add((md.get("namespace", ""), md.get("name", "")))
-    rt.readiness.first_pass = keys
+    rt.readiness.first_pass = frozenset(keys)

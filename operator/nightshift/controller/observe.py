@@ -1,7 +1,7 @@
 """observe(key): one BackgroundJob's world as the indexes hold it, for the pure plan.
 
-Reads memory only (kopf's indexes and the status this operator last wrote): no API call, so a pass
-costs the same however many objects the cluster holds.
+Reads memory only (kopf's indexes and the status this operator last wrote; it notes what it read, for
+the echo check): no API call, so a pass costs the same however many objects the cluster holds.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ def observe(rt: Runtime, key: Key) -> Observed | None:
         generation=entry["generation"],
         created=parse_time(entry.get("created")),
         annotations=dict(entry["annotations"] or {}),
-        raw_spec=entry["spec"],
         spec=spec,
         invalid=invalid,
         written=written,

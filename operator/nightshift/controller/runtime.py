@@ -85,7 +85,6 @@ class EventRecorder:
 
     def __init__(self, kube: Callable[[], Kube]) -> None:
         self._kube = kube
-        self.posted = 0
 
     async def post(self, owner: render.Owner, type_: str, reason: str, message: str, *, key: str | None = None) -> None:
         involved = {
@@ -103,7 +102,6 @@ class EventRecorder:
             }
         try:
             await self._kube().create(EVENTS, body)
-            self.posted += 1
         except ApiError as e:
             if e.conflict and key is not None:
                 return  # posted before a restart: once is enough
@@ -112,29 +110,32 @@ class EventRecorder:
 
 @dataclass
 class Readiness:
-    """Ready once the indexes are bound and every BackgroundJob known then has had one pass."""
+    """Ready once the indexes are bound and every BackgroundJob known then has had one pass.
+
+    Changed only on the event loop (`passed`, `settle`); the metrics thread only reads `ready`.
+    """
 
     bound: bool = False
-    first_pass: set[Key] | None = None
+    first_pass: frozenset[Key] | None = None
     gate_passes: int = 0
-    handled: bool = False  # kopf called a watch handler: it does so only once every index is filled
+    watched: bool = False  # kopf called a watch handler: it does so only once every index is filled
     since: float = field(default_factory=time.monotonic)
 
-    def ready(self, leading: bool, present: Callable[[Key], bool] | None = None) -> bool:
-        """A standby is ready once it watches (it could take over); the leader once it has acted on all.
+    def passed(self, key: Key) -> None:
+        if self.first_pass is not None and key in self.first_pass:
+            self.first_pass = self.first_pass - {key}
 
-        A job listed at start-up but deleted before the watch saw it never gets a pass: once the
-        indexes are filled (or after a grace period), keys the index does not hold are let go.
-        """
+    def settle(self, present: Callable[[Key], bool]) -> None:
+        """Let go of jobs listed at start-up that the index no longer holds (deleted before the watch saw
+        them, so no pass will come), once the indexes are filled or after a grace period."""
+        if self.first_pass and (self.watched or time.monotonic() - self.since > 30):
+            self.first_pass = frozenset(k for k in self.first_pass if present(k))
+
+    def ready(self, leading: bool) -> bool:
+        """A standby is ready once it watches (it could take over); the leader once it has acted on all."""
         if not self.bound or self.first_pass is None:
             return False
-        if present is not None and self.first_pass and (self.handled or time.monotonic() - self.since > 30):
-            self.first_pass = {k for k in self.first_pass if present(k)}
         return not leading or (not self.first_pass and self.gate_passes > 0)
-
-    def passed(self, key: Key) -> None:
-        if self.first_pass is not None:
-            self.first_pass.discard(key)
 
 
 class Runtime:
@@ -158,7 +159,6 @@ class Runtime:
         self.status = StatusMemory()
         self.readiness = Readiness()
         self.started = time.time()
-        self.gate_next: float | None = None  # monotonic time the gate asked to look again at
 
     def kube(self) -> Kube:
         if self._kube is None:

@@ -41,13 +41,11 @@ class WorkQueue(Generic[K]):
         self._max = max_delay
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
-        self.adds = 0
 
     def __len__(self) -> int:
         return len(self._queue)
 
     def add(self, key: K) -> None:
-        self.adds += 1
         if key in self._dirty:
             return
         self._dirty.add(key)
@@ -76,9 +74,6 @@ class WorkQueue(Generic[K]):
 
     def forget(self, key: K) -> None:
         self._failures.pop(key, None)
-
-    def failures(self, key: K) -> int:
-        return self._failures.get(key, 0)
 
     async def get(self) -> K:
         while not self._queue:

@@ -66,7 +66,6 @@ class Observed:
     generation: int | None
     created: dt.datetime | None
     annotations: Mapping[str, str]
-    raw_spec: Mapping[str, Any]
     spec: BackgroundJobSpec | None
     invalid: str | None  # the spec's validation errors, when spec is None
     written: Mapping[str, Any]  # the status this operator last wrote (else the watched one)
@@ -96,8 +95,7 @@ class CronJobPlan:
 class NewAttempt:
     attempt: render.Attempt
     event: tuple[str, str, str] | None = None  # posted only if the create was not a repeat
-    retry_of: str | None = None  # the failed attempt's reason, for a retry (counted in retries_total)
-    request: str | None = None
+    retry: bool = False  # a retry of a failed attempt (counted in retries_total once created)
 
 
 @dataclass(frozen=True)
@@ -230,39 +228,41 @@ def _invalid(o: Observed, p: Plan) -> None:
 
 
 def _due_runs(o: Observed, spec: BackgroundJobSpec, handled: list[str], p: Plan) -> list[str]:
-    """Runs the operator makes itself: a run-now nonce, runOnCreate, `at`, a chained run."""
+    """Runs the operator makes itself: a run-now nonce, runOnCreate, `at`, a chained run.
+
+    Each is remembered in handledTriggers by a marker, so a repeat (or a pruned run) is never made again.
+    """
     name = o.owner.name
-    nonce = o.annotations.get(names.ANN_RUN_NOW)
-    # A nonce is remembered as itself, or as a digest if too long for status.handledTriggers.
-    marker = nonce if nonce is None or len(nonce) <= 100 else f"@nonce:{names.digest(nonce, size=32)}"
-    if nonce and marker and marker not in handled:
-        try:
-            params = json.loads(o.annotations.get(names.ANN_RUN_NOW + "-params") or "{}")
-        except ValueError:
-            params = None
-        if not isinstance(params, dict):  # bad input never stops the run: it runs with the job's own params
-            p.events.append(Event("Warning", "InvalidRunParams", "run-now-params is not a JSON object; ignored"))
-            params = {}
-        run = names.run_id(name, "manual", nonce)
-        attempt = render.Attempt(run, trigger="manual", scheduled_time=o.now, params=params)
-        p.create.append(NewAttempt(attempt, ("Normal", "RunCreated", f"run {run} created (manual)")))
+
+    def make(marker: str, attempt: render.Attempt) -> None:
+        p.create.append(NewAttempt(attempt, ("Normal", "RunCreated", f"run {attempt.run} created ({attempt.trigger})")))
         handled.append(marker)
+
+    nonce = o.annotations.get(names.ANN_RUN_NOW)
+    if nonce:
+        # A nonce is remembered as itself, or as a digest if too long for status.handledTriggers.
+        marker = nonce if len(nonce) <= 100 else f"@nonce:{names.digest(nonce, size=32)}"
+        if marker not in handled:
+            try:
+                params = json.loads(o.annotations.get(names.ANN_RUN_NOW + "-params") or "{}")
+            except ValueError:
+                params = None
+            if not isinstance(params, dict):  # bad input never stops the run: it runs with the job's own params
+                p.events.append(Event("Warning", "InvalidRunParams", "run-now-params is not a JSON object; ignored"))
+                params = {}
+            run = names.run_id(name, "manual", nonce)
+            make(marker, render.Attempt(run, trigger="manual", scheduled_time=o.now, params=params))
     if spec.run_on_create and "@create" not in handled:
         run = names.run_id(name, "create", o.owner.uid)
-        attempt = render.Attempt(run, trigger="create", scheduled_time=o.now)
-        p.create.append(NewAttempt(attempt, ("Normal", "RunCreated", f"run {run} created (create)")))
-        handled.append("@create")
+        make("@create", render.Attempt(run, trigger="create", scheduled_time=o.now))
     if spec.at is not None:
         at_marker = f"@at:{status_mod.ts(spec.at)}"
         if at_marker not in handled:
             run = names.run_id(name, "at", at_marker)
-            attempt = render.Attempt(run, trigger="at", scheduled_time=spec.at, not_before=spec.at)
-            p.create.append(NewAttempt(attempt, ("Normal", "RunCreated", f"run {run} created (at)")))
-            handled.append(at_marker)
+            make(at_marker, render.Attempt(run, trigger="at", scheduled_time=spec.at, not_before=spec.at))
     chained = chain_run(o, spec)
     if chained and f"@chain:{chained.run}" not in handled:  # remembered: a pruned chained run stays done
-        p.create.append(NewAttempt(chained, ("Normal", "RunCreated", f"run {chained.run} created (chain)")))
-        handled.append(f"@chain:{chained.run}")
+        make(f"@chain:{chained.run}", chained)
     return handled
 
 
@@ -303,12 +303,11 @@ def _requests(o: Observed, spec: BackgroundJobSpec, p: Plan) -> None:
             trigger=trigger,
             scheduled_time=req.scheduled_time or req.created,
             params=dict(req.params or {}),
+            request=req.name,
         )
         p.create.append(
             NewAttempt(
-                attempt,
-                ("Normal", "RunCreated", f"run {run} created for BackgroundJobRun {req.name} ({trigger})"),
-                request=req.name,
+                attempt, ("Normal", "RunCreated", f"run {run} created for BackgroundJobRun {req.name} ({trigger})")
             )
         )
 
@@ -356,9 +355,10 @@ def _retries(o: Observed, spec: BackgroundJobSpec, p: Plan) -> None:
             scheduled_time=run.first.scheduled or run.first.created,
             not_before=last.finished + delay,
             params=dict(run.first.params or {}),
+            request=run.first.request,
         )
         text = f"run {run.id} attempt {last.attempt} failed ({reason}); attempt {n} after {delay.total_seconds():.0f}s"
-        p.create.append(NewAttempt(nxt, ("Warning", "Retrying", text), retry_of=reason, request=run.first.request))
+        p.create.append(NewAttempt(nxt, ("Warning", "Retrying", text), retry=True))
 
 
 def _transitions(o: Observed, spec: BackgroundJobSpec, prev: Mapping[str, Any], new: Obj, p: Plan) -> None:

@@ -51,6 +51,7 @@ class Attempt:
     scheduled_time: dt.datetime | None = None
     not_before: dt.datetime | None = None
     params: Obj = field(default_factory=dict)
+    request: str | None = None  # the BackgroundJobRun this run was made for (a label on its Jobs)
 
 
 def labels(owner: Owner, spec: BackgroundJobSpec) -> dict[str, str]:
@@ -241,7 +242,11 @@ def attempt_job(owner: Owner, spec: BackgroundJobSpec, settings: Settings, attem
         "metadata": {
             "name": names.attempt_job_name(attempt.run, attempt.attempt),
             "namespace": owner.namespace,
-            "labels": {**labels(owner, spec), names.LABEL_RUN: attempt.run},
+            "labels": {
+                **labels(owner, spec),
+                names.LABEL_RUN: attempt.run,
+                **({names.LABEL_REQUEST: attempt.request[:63]} if attempt.request else {}),
+            },
             "annotations": annotations,
             "ownerReferences": [owner.reference()],
         },

@@ -47,7 +47,7 @@ class Resource:
 
 BACKGROUNDJOBS = Resource("nightshift.dev", "v1alpha1", "backgroundjobs")
 QUEUES = Resource("nightshift.dev", "v1alpha1", "backgroundjobqueues")
-RUNREQUESTS = Resource("nightshift.dev", "v1alpha1", "backgroundjobruns")
+BACKGROUNDJOBRUNS = Resource("nightshift.dev", "v1alpha1", "backgroundjobruns")
 CRONJOBS = Resource("batch", "v1", "cronjobs")
 JOBS = Resource("batch", "v1", "jobs")
 PODS = Resource("", "v1", "pods")
