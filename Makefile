@@ -32,7 +32,7 @@ tools:  ## PostgreSQL, Prometheus (promtool) and openssl from Debian when missin
 	bash hack/ensure-tools.sh
 
 test: $(STAMP) tools binaries lint  ## everything: lint, types, unit and integration tests
-	NIGHTSHIFT_BIN_DIR=$$(bash hack/build-binaries.sh 2>/dev/null | tail -n1) $(BIN)/pytest -q -p no:cacheprovider
+	NIGHTSHIFT_BIN_DIR=$$(bash hack/build-binaries.sh 2>/dev/null | tail -n1) $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q -m "not cluster and not postgres and not tools"

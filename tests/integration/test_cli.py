@@ -240,7 +240,9 @@ def test_trigger_wait_params_status_describe_history_logs_retry(
     kubectl: Kubectl, requests_served: Operator, namespace: str
 ) -> None:
     kubectl.apply(bgj("report", namespace, {"schedule": "0 4 * * *", "job": {**script_job(ECHO_PARAMS)}}))
-    kubectl.apply(bgj("broken", namespace, {"job": script_job("import sys; print('boom'); sys.exit(65)")}))
+    # fails after a few seconds, so the retry's own run is still going when `retry` is asked again below
+    fails = "import sys, time; print('boom', flush=True); time.sleep(4); sys.exit(65)"
+    kubectl.apply(bgj("broken", namespace, {"job": script_job(fails)}))
     proc = cli(
         requests_served, "-n", namespace, "trigger", "report", "--param", "limit=5", "--param", "mode=fast", "--wait"
     )
