@@ -24,6 +24,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -208,8 +209,10 @@ class ControlPlane:
         local_node: bool = True,
         kwok: bool = True,
         quiet: bool = False,
+        apiserver_args: Sequence[str] = (),
     ) -> None:
         self.workdir = workdir.resolve()
+        self.apiserver_args = list(apiserver_args)  # e.g. --token-auth-file for the credential tests
         self.bin_dir = bin_dir
         self.with_local_node = local_node
         self.with_kwok = kwok
@@ -271,6 +274,7 @@ class ControlPlane:
                 "--kubelet-preferred-address-types=InternalIP",
                 "--endpoint-reconciler-type=none",
                 "--v=0",
+                *self.apiserver_args,
             ],
         )
         self._wait_ready(pki)
