@@ -435,19 +435,22 @@ def test_history_limits_prune_operator_runs(kubectl: Kubectl, running_operator: 
 
 
 def test_missed_runs_are_counted_and_caught_up(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
-    """kube-controller-manager frozen across two scheduled minutes: the CronJob controller runs only the
-    latest (kubernetes #42649); nightshift counts the miss and, with RunAll, runs it too."""
+    """kube-controller-manager frozen across the first two scheduled minutes of a new job: the CronJob
+    controller runs only the latest (kubernetes #42649); nightshift counts the miss from the CronJob's
+    creation, as the controller does, and, with RunAll, runs it too."""
     cp = running_operator.cluster
-    kubectl.apply(
-        bgj("every-minute", namespace, {"schedule": "* * * * *", "missedRuns": "RunAll", "job": script_job(OK)})
-    )
-    wait_for(
-        lambda: last_result(kubectl, "every-minute", namespace, "Succeeded"), timeout=100, what="first scheduled run"
-    )
-    now = dt.datetime.now(dt.UTC)
     cp.pause("kube-controller-manager")
     try:
-        next_minute = now.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+        kubectl.apply(
+            bgj("every-minute", namespace, {"schedule": "* * * * *", "missedRuns": "RunAll", "job": script_job(OK)})
+        )
+        created = wait_for(
+            lambda: kubectl.json("get", "cronjobs", "-n", namespace)["items"],
+            timeout=30,
+            what="the CronJob",
+        )
+        born = parse_time(created[0]["metadata"]["creationTimestamp"])
+        next_minute = born.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
         time.sleep((next_minute + dt.timedelta(minutes=1, seconds=5) - dt.datetime.now(dt.UTC)).total_seconds())
     finally:
         cp.resume("kube-controller-manager")

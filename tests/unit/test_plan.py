@@ -336,3 +336,22 @@ def test_ledger_rows_and_durations() -> None:
     assert end.result == "Succeeded" and end.job == "r-a2"
     assert end.duration_s == 9 * 60
     assert [r.result for r in end.history] == ["Failed", "Succeeded"]
+
+
+def test_missed_slots_count_from_the_cronjobs_creation_when_nothing_ran_yet() -> None:
+    """The CronJob controller starts at its CronJob's creation; so does the count of missed slots."""
+    s = spec(schedule="0 * * * *", missedRuns="RunAll")
+    seen = CronJobSeen("uid-1", None, t(2026, 3, 9, 11, 30))
+    p = planned(observed(s, [waiting("nightly-2", t(2026, 3, 9, 14))], cronjob=seen))
+    assert p.missed == 2  # 12:00 and 13:00; 11:00 came before the CronJob existed
+    assert [n.attempt.scheduled_time for n in p.create] == [t(2026, 3, 9, 12), t(2026, 3, 9, 13)]
+    assert planned(observed(s, [waiting("nightly-2", t(2026, 3, 9, 14))])).missed == 0  # no CronJob seen: no base
+
+
+def test_slots_while_suspended_are_refused_not_missed() -> None:
+    s = spec(schedule="0 * * * *", missedRuns="RunAll")
+    resumed = {"type": "Suspended", "status": "False", "lastTransitionTime": "2026-03-09T12:30:00Z"}
+    written = {"lastScheduleTime": "2026-03-09T10:00:00Z", "conditions": [resumed]}
+    p = planned(observed(s, [waiting("nightly-5", t(2026, 3, 9, 14))], written=written))
+    assert p.missed == 1  # only 13:00 came after the resume
+    assert [n.attempt.scheduled_time for n in p.create] == [t(2026, 3, 9, 13)]

@@ -200,7 +200,8 @@ def registry(rt: Runtime) -> kopf.OperatorRegistry:
         """Every CronJob, slim: whose it is and what we rendered. Ours and the foreign ones that block a job."""
         md = body.metadata
         ctl = next((r.get("uid") for r in md.get("ownerReferences") or [] if r.get("controller")), None)
-        return {(namespace, name): CronJobSeen(ctl, (md.annotations or {}).get(names.ANN_HASH))}
+        created = parse_time(md.get("creationTimestamp"))
+        return {(namespace, name): CronJobSeen(ctl, (md.annotations or {}).get(names.ANN_HASH), created)}
 
     @kopf.index(GROUP, VERSION, "backgroundjobruns", registry=reg, id="request_index")
     async def request_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:

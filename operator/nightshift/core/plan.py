@@ -33,6 +33,7 @@ class CronJobSeen:
 
     controller_uid: str | None  # the uid of its controlling owner, if any
     rendered_hash: str | None
+    created: dt.datetime | None = None  # where the CronJob controller starts counting slots
 
 
 @dataclass(frozen=True)
@@ -315,7 +316,7 @@ def _requests(o: Observed, spec: BackgroundJobSpec, p: Plan) -> None:
 def _missed(o: Observed, spec: BackgroundJobSpec, p: Plan) -> int:
     """Count scheduled times that never got a run; with missedRuns RunAll, create them (bounded)."""
     cron = schedule.cron_of(spec.schedule, spec.every)
-    last = parse_time(o.written.get("lastScheduleTime"))
+    last = _counting_since(o)
     scheduled = [r.first.scheduled for r in o.runs if r.trigger == "schedule" and r.first.scheduled]
     if cron is None or last is None or not scheduled or max(scheduled) <= last:
         return 0
@@ -336,6 +337,26 @@ def _missed(o: Observed, spec: BackgroundJobSpec, p: Plan) -> int:
             run = names.run_id(o.owner.name, "catchup", t.isoformat())
             p.create.append(NewAttempt(render.Attempt(run, trigger="catchup", scheduled_time=t)))
     return len(missed)
+
+
+def _counting_since(o: Observed) -> dt.datetime | None:
+    """Where missed slots start: the last scheduled run, else the CronJob's creation (where the CronJob
+    controller itself starts), and never before the job was last resumed: a slot while suspended was
+    refused by the user, not missed (a missed run is one the cluster failed to start)."""
+    since = parse_time(o.written.get("lastScheduleTime"))
+    if since is None and o.cronjob is not None:
+        since = o.cronjob.created
+    resumed = next(
+        (
+            parse_time(c.get("lastTransitionTime"))
+            for c in o.written.get("conditions") or []
+            if c.get("type") == "Suspended" and c.get("status") == "False"
+        ),
+        None,
+    )
+    if since is None or resumed is None:
+        return since
+    return max(since, resumed)
 
 
 def _retries(o: Observed, spec: BackgroundJobSpec, p: Plan) -> None:
