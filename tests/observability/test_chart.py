@@ -275,3 +275,21 @@ def test_webhook_values_render_service_env_and_cert_mount() -> None:
     assert vols["webhook-cert"]["secret"]["secretName"] == "nightshift-webhook-tls"
     services = [o for o in objs if o["kind"] == "Service" and o["metadata"]["name"].endswith("-webhook")]
     assert services and services[0]["spec"]["ports"][0]["port"] == 9443
+
+
+def test_webhook_configurations_granted_only_with_the_webhook() -> None:
+    """kopf's managed webhook creates and patches a Validating and a Mutating configuration."""
+
+    def webhook_rules(objs: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        return {
+            (res, verb)
+            for rule in _one(objs, "ClusterRole")["rules"]
+            if "admissionregistration.k8s.io" in rule["apiGroups"]
+            for res in rule["resources"]
+            for verb in rule["verbs"]
+        }
+
+    assert webhook_rules(_render()) == set()
+    on = webhook_rules(_render("--set", "webhook.enabled=true", "--set", "webhook.certSecret=tls"))
+    for res in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
+        assert {(res, v) for v in ("get", "list", "watch", "create", "patch")} <= on

@@ -6,6 +6,15 @@ collector controllers), kube-scheduler, KWOK for fake nodes at scale, and the lo
 `tests.support.localnode` that runs pods as local processes. Every child gets PDEATHSIG, so a
 killed test run cannot leave them behind.
 
+With `real_pods=True` (the real lane, `make e2e`) it is a control plane for a real kubelet instead:
+ServiceAccount admission (pods get projected tokens), every controller (Deployments, ReplicaSets,
+the kube-root-ca.crt publisher, endpoints...), the API server on the node's address (so the
+`kubernetes` Service has a real endpoint pods reach through kube-proxy) and no local node or KWOK.
+PodSecurity admission is on in both modes (a default plugin); namespaces opt in with labels.
+
+Every start is a new cluster: the PKI is new, so etcd's data from a previous start is wiped (old
+objects signed with old keys, a namespace still terminating, would otherwise come back).
+
     python -m tests.support.cluster up --dir .cluster     # foreground; Ctrl-C stops it
     python -m tests.support.cluster down --dir .cluster
 """
@@ -19,7 +28,9 @@ import datetime as dt
 import ipaddress
 import json
 import os
+import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -100,8 +111,19 @@ def _issue(
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def write_certs(pki: Path) -> None:
-    """One CA; a serving cert for loopback; an admin client cert in system:masters; an SA key pair."""
+def node_address() -> str:
+    """The address of the interface the default route leaves by: what a real kubelet's node reports.
+
+    A UDP connect sends nothing; it only makes the kernel pick the source address."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere, just a destination
+        addr: str = s.getsockname()[0]
+        return addr
+
+
+def write_certs(pki: Path, extra_ips: Sequence[str] = ()) -> None:
+    """One CA; a serving cert for loopback (and `extra_ips`); an admin client cert in system:masters;
+    an SA key pair."""
     pki.mkdir(parents=True, exist_ok=True)
 
     def key() -> rsa.RSAPrivateKey:
@@ -116,6 +138,7 @@ def write_certs(pki: Path) -> None:
         x509.DNSName("kubernetes.default.svc"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
     ]
     srv = _issue(
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
@@ -210,12 +233,19 @@ class ControlPlane:
         kwok: bool = True,
         quiet: bool = False,
         apiserver_args: Sequence[str] = (),
+        real_pods: bool = False,
     ) -> None:
+        if real_pods and (local_node or kwok):
+            raise ValueError("real_pods: a real kubelet runs the pods; pass local_node=False, kwok=False")
         self.workdir = workdir.resolve()
         self.apiserver_args = list(apiserver_args)  # e.g. --token-auth-file for the credential tests
         self.bin_dir = bin_dir
         self.with_local_node = local_node
         self.with_kwok = kwok
+        self.real_pods = real_pods
+        # The API server's address: loopback for the fast lane; the node's address for real pods,
+        # the one endpoint of the `kubernetes` Service that kube-proxy sends pod traffic to.
+        self.host = node_address() if real_pods else "127.0.0.1"
         self.quiet = quiet
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.kubeconfig = self.workdir / "kubeconfig"
@@ -230,10 +260,12 @@ class ControlPlane:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         pki = self.workdir / "pki"
-        write_certs(pki)
+        write_certs(pki, extra_ips=[self.host] if self.real_pods else [])
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
-        self.server = f"https://127.0.0.1:{api_port}"
+        self.server = f"https://{self.host}:{api_port}"
         data = self.workdir / "etcd"
+        # A new PKI means a new cluster: the last start's objects must not come back with it.
+        shutil.rmtree(data, ignore_errors=True)
         self._spawn(
             "etcd",
             [
@@ -253,10 +285,11 @@ class ControlPlane:
         self._spawn(
             "kube-apiserver",
             [
-                "kube-apiserver",
+                *self._private_hosts_prefix(),
+                str(self.bin_dir / "kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.host}",
+                f"--advertise-address={self.host}",
                 f"--secure-port={api_port}",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
                 f"--tls-cert-file={pki / 'server.crt'}",
@@ -270,12 +303,12 @@ class ControlPlane:
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--authorization-mode=Node,RBAC",
                 "--allow-privileged=true",
-                "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
+                *self._mode_apiserver_args(),
                 "--kubelet-preferred-address-types=InternalIP",
-                "--endpoint-reconciler-type=none",
                 "--v=0",
                 *self.apiserver_args,
             ],
+            absolute=True,
         )
         self._wait_ready(pki)
         self.kubeconfig.write_text(kubeconfig_text(self.server, pki))
@@ -286,7 +319,11 @@ class ControlPlane:
             [
                 "kube-controller-manager",
                 *common,
-                f"--controllers={CONTROLLERS}",
+                *(
+                    ["--controllers=*", f"--root-ca-file={pki / 'ca.crt'}"]
+                    if self.real_pods
+                    else [f"--controllers={CONTROLLERS}"]
+                ),
                 "--use-service-account-credentials=false",
                 "--concurrent-job-syncs=10",
                 "--concurrent-cron-job-syncs=10",
@@ -353,6 +390,48 @@ class ControlPlane:
                 raise RuntimeError(f"{name} exited with {proc.returncode}; see {self.logs / name}.log")
 
     # -- helpers ---------------------------------------------------------------------------------
+    def _mode_apiserver_args(self) -> list[str]:
+        if not self.real_pods:
+            # Pods of the local node need no SA token; its address is loopback, which an Endpoints
+            # object may not hold, so the `kubernetes` Service gets none.
+            return [
+                "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
+                "--endpoint-reconciler-type=none",
+            ]
+        # Real pods: ServiceAccount admission mounts projected tokens; the lease reconciler writes
+        # this server as the `kubernetes` Service's endpoint; anonymous requests are refused, as the
+        # server listens on the node's address. TaintNodesByCondition stays off: the kubelet's
+        # node is Ready within a second, and a not-ready taint from creation would only add a wait.
+        return [
+            "--disable-admission-plugins=TaintNodesByCondition",
+            "--endpoint-reconciler-type=lease",
+            "--anonymous-auth=false",
+        ]
+
+    @property
+    def hosts_file(self) -> Path:
+        """With real pods, the API server's own /etc/hosts (see `add_host`)."""
+        return self.workdir / "hosts"
+
+    def _private_hosts_prefix(self) -> list[str]:
+        """With real pods, run the API server in a mount namespace of its own whose /etc/hosts is
+        `hosts_file`: admission webhooks are dialled by URL (kopf registers
+        https://<service>.<namespace>.svc:<port>), which the API server resolves with the host's
+        resolver, and no test may edit the host's /etc/hosts."""
+        if not self.real_pods:
+            return []
+        shutil.copyfile("/etc/hosts", self.hosts_file)
+        script = 'mount --bind "$0" /etc/hosts && exec "$@"'
+        return ["unshare", "--mount", "--propagation=private", "--", "sh", "-c", script, str(self.hosts_file)]
+
+    def add_host(self, name: str, ip: str) -> None:
+        """Resolve `name` to `ip` for the API server (real pods only): written in place, as the bind
+        mount holds the file's inode; Go's resolver re-reads the file when it changes."""
+        if not self.real_pods:
+            raise RuntimeError("add_host needs real_pods=True")
+        with self.hosts_file.open("a") as f:
+            f.write(f"{ip} {name}\n")
+
     def _say(self, msg: str) -> None:
         if not self.quiet:
             print(f"[cluster] {msg}", file=sys.stderr, flush=True)
@@ -456,8 +535,8 @@ def kwok_pod_template() -> dict[str, object]:
     }
 
 
-def _up(workdir: Path) -> int:
-    cp = ControlPlane(workdir)
+def _up(workdir: Path, real_pods: bool = False) -> int:
+    cp = ControlPlane(workdir, real_pods=real_pods, local_node=not real_pods, kwok=not real_pods)
     stopped = stop_on_signals()
     (workdir / "pid").parent.mkdir(parents=True, exist_ok=True)
     (workdir / "pid").write_text(str(os.getpid()))
@@ -487,6 +566,8 @@ def _down(workdir: Path) -> int:
         os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(FileNotFoundError):
         pid_file.unlink()
+    # The next `up` is a new cluster; nothing of this one's state should outlive it.
+    shutil.rmtree(workdir / "etcd", ignore_errors=True)
     print("[cluster] stopped", file=sys.stderr)
     return 0
 
@@ -499,8 +580,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("command", choices=["up", "down"])
     p.add_argument("--dir", type=Path, default=REPO_ROOT / ".cluster")
+    p.add_argument("--real-pods", action="store_true", help="for a real kubelet: no local node, no KWOK")
     args = p.parse_args(argv)
-    return _up(args.dir) if args.command == "up" else _down(args.dir)
+    return _up(args.dir, args.real_pods) if args.command == "up" else _down(args.dir)
 
 
 if __name__ == "__main__":
