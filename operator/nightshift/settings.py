@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     )
     pod_namespace: str = Field(default="default", description="Namespace of the Lease (the operator's own).")
     lease_duration_seconds: float = Field(default=15.0, ge=1.0, le=300.0)
+    per_job_duration_histograms: bool = Field(
+        default=False,
+        description="Run-duration histograms per BackgroundJob (16 series each) instead of per namespace.",
+    )
+    reconcile_workers: int = Field(
+        default=8, ge=1, le=64, description="BackgroundJob passes run at once (each mostly waits on the API)."
+    )
     history_dsn: str | None = None
     history_retention_days: int = 30
     log_level: str = "INFO"

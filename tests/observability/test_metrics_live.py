@@ -92,47 +92,47 @@ def test_metrics_after_real_runs(kubectl: Kubectl, running_operator: Operator, n
         if s.name == "nightshift_runs_total" and s.labels["namespace"] == ns
     }
     assert runs == {
-        **{
-            (name, result): 0.0
-            for name in ("ok", "bad-input", "flaky", "fresh")
-            for result in ("succeeded", "failed", "skipped", "cancelled")
-        },
+        **{(name, result): 0.0 for name in ("ok", "bad-input", "flaky", "fresh") for result in ("succeeded", "failed")},
         ("ok", "succeeded"): 1.0,
         ("bad-input", "failed"): 1.0,
         ("flaky", "failed"): 1.0,
-    }
+    }  # skipped and cancelled appear with the first such run
 
-    # Retries: only the exit-75 job retried, once (limit 1); exit 65 is not retryable.
+    # Retries: only the exit-75 job retried, once (limit 1); exit 65 is not retryable (no series until one).
     assert value(text, "nightshift_retries_total", **job("flaky")) == 1
-    assert value(text, "nightshift_retries_total", **job("bad-input")) == 0
-    assert value(text, "nightshift_retries_total", **job("ok")) == 0
+    assert value(text, "nightshift_retries_total", **job("bad-input")) is None
+    assert value(text, "nightshift_retries_total", **job("ok")) is None
 
-    # Success / failure timestamps and consecutive failures, from the recomputed status.
+    # Success / failure timestamps and consecutive failures, from the recomputed status; a timestamp
+    # that has no value has no series (kube-state-metrics' convention).
     ok_success = value(text, "nightshift_last_success_timestamp_seconds", **job("ok"))
     assert ok_success is not None and ok_success > 1.6e9
-    assert value(text, "nightshift_last_failure_timestamp_seconds", **job("ok")) == 0
+    assert value(text, "nightshift_last_failure_timestamp_seconds", **job("ok")) is None
     assert value(text, "nightshift_consecutive_failures", **job("ok")) == 0
     for name in ("bad-input", "flaky"):
         assert value(text, "nightshift_consecutive_failures", **job(name)) == 1, name
-        assert value(text, "nightshift_last_success_timestamp_seconds", **job(name)) == 0, name
+        assert value(text, "nightshift_last_success_timestamp_seconds", **job(name)) is None, name
         failed_at = value(text, "nightshift_last_failure_timestamp_seconds", **job(name))
         assert failed_at is not None and failed_at > 1.6e9, name
-        assert value(text, "nightshift_run_started_timestamp_seconds", **job(name)) == 0, name
+        assert value(text, "nightshift_run_started_timestamp_seconds", **job(name)) is None, name
 
-    # Durations: one observation per finished run (a retried run counts once), none for the fresh job.
+    # Durations: one observation per finished run (a retried run counts once) in the namespace's
+    # histogram; per job, the last run's duration.
+    assert value(text, "nightshift_run_duration_seconds_count", namespace=ns) == 3
+    assert value(text, "nightshift_run_duration_seconds_bucket", namespace=ns, le="+Inf") == 3
+    assert value(text, "nightshift_run_duration_seconds_count", **job("ok")) is None  # per job only on request
     for name in ("ok", "bad-input", "flaky"):
-        assert value(text, "nightshift_run_duration_seconds_count", **job(name)) == 1, name
-        total = value(text, "nightshift_run_duration_seconds_sum", **job(name))
-        assert total is not None and 0 <= total < 120, (name, total)
-        assert value(text, "nightshift_run_duration_seconds_bucket", **job(name), le="+Inf") == 1, name
+        last = value(text, "nightshift_last_run_duration_seconds", **job(name))
+        assert last is not None and 0 <= last < 120, (name, last)
     # The flaky run spans two attempts and the 1s backoff between them.
-    flaky_sum = value(text, "nightshift_run_duration_seconds_sum", **job("flaky"))
-    assert flaky_sum is not None and flaky_sum >= 1, flaky_sum
+    flaky_last = value(text, "nightshift_last_run_duration_seconds", **job("flaky"))
+    assert flaky_last is not None and flaky_last >= 1, flaky_last
 
-    # A BackgroundJob that never ran: every known series exists, at 0.
+    # A BackgroundJob that never ran: its counts at 0, its creation time, and no other gauge but failures.
     fresh = job("fresh")
-    for result in ("succeeded", "failed", "skipped", "cancelled"):
+    for result in ("succeeded", "failed"):
         assert value(text, "nightshift_runs_total", **fresh, result=result) == 0, result
+    assert value(text, "nightshift_consecutive_failures", **fresh) == 0
     for name in (
         "nightshift_retries_total",
         "nightshift_missed_runs_total",
@@ -140,12 +140,10 @@ def test_metrics_after_real_runs(kubectl: Kubectl, running_operator: Operator, n
         "nightshift_last_failure_timestamp_seconds",
         "nightshift_next_schedule_timestamp_seconds",
         "nightshift_schedule_interval_seconds",
-        "nightshift_consecutive_failures",
         "nightshift_run_started_timestamp_seconds",
-        "nightshift_run_duration_seconds_count",
-        "nightshift_run_duration_seconds_sum",
+        "nightshift_last_run_duration_seconds",
     ):
-        assert value(text, name, **fresh) == 0, name
+        assert value(text, name, **fresh) is None, name
     created = value(text, "nightshift_job_created_timestamp_seconds", **fresh)
     assert created is not None and created > 1.6e9
 

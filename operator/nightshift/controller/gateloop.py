@@ -127,16 +127,23 @@ class Gate:
         waiting_per_queue: dict[tuple[str, str], int],
         snap: gate.Snapshot,
     ) -> None:
-        for (ns, q), running in (
-            set(per_queue.items()) | {(k, 0) for k in waiting_per_queue} | {(k, 0) for k in self.queue_status}
-        ):
-            counts = (waiting_per_queue.get((ns, q), 0), snap.running_by_queue.get((ns, q), running))
-            metrics.set_queue(ns, q or None, *counts)
-            if q and self.queue_status.get((ns, q)) != counts and (ns, q) in snap.queues:
-                self.queue_status[(ns, q)] = counts
+        """Queue gauges for this pass (a queue that went loses its series) and each declared queue's status."""
+        counts = {
+            key: (waiting_per_queue.get(key, 0), snap.running_by_queue.get(key, per_queue.get(key, 0)))
+            for key in per_queue.keys() | waiting_per_queue.keys()
+        }
+        metrics.sync_queues(counts, snap.queues.keys())
+        for key in self.queue_status.keys() - snap.queues.keys():
+            del self.queue_status[key]  # deleted queues: no status to write, nothing to remember
+        for ns, q in (counts.keys() | self.queue_status.keys()) & snap.queues.keys():
+            if not q:
+                continue
+            current = counts.get((ns, q), (0, 0))
+            if self.queue_status.get((ns, q)) != current:
+                self.queue_status[(ns, q)] = current
                 try:
                     await self.rt.kube().patch(
-                        QUEUES, q, {"status": {"waiting": counts[0], "running": counts[1]}}, ns, sub="status"
+                        QUEUES, q, {"status": {"waiting": current[0], "running": current[1]}}, ns, sub="status"
                     )
                 except ApiError as e:
                     if not e.not_found:
