@@ -1,5 +1,6 @@
 # nightshift: `make run` starts a local control plane, PostgreSQL, the operator and the example jobs;
-# `make test` runs every test (lint, types, unit, integration on the real control plane).
+# `make test` runs every test (lint, types, unit, integration on the real control plane); `make e2e`
+# the real lane (the image, a real kubelet, helm install).
 SHELL := /bin/bash
 PY    ?= python3
 VENV  := .venv
@@ -7,7 +8,7 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export NIGHTSHIFT_CACHE ?= $(HOME)/.cache/nightshift
 
-.PHONY: run test tools unit integration lint crds crds-check cluster cluster-down binaries bench e2e clean
+.PHONY: run test tools unit fuzz integration lint crds crds-check cluster cluster-down binaries bench e2e clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,7 +36,10 @@ test: $(STAMP) tools binaries lint  ## everything: lint, types, unit and integra
 	NIGHTSHIFT_BIN_DIR=$$(bash hack/build-binaries.sh 2>/dev/null | tail -n1) $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 unit: $(STAMP)
-	$(BIN)/pytest -q -m "not cluster and not postgres and not tools"
+	$(BIN)/pytest -q -m "not cluster and not postgres and not tools and not e2e"
+
+fuzz: $(STAMP)  ## the generated-input tests at four times the cases of make test (14,000; .ci/run runs it)
+	NIGHTSHIFT_FUZZ_SCALE=4 $(BIN)/pytest -q -p no:cacheprovider tests/unit/test_fuzz.py
 
 cluster: $(STAMP) binaries  ## a control plane in the background; kubeconfig at .cluster/kubeconfig
 	bash hack/cluster-up.sh
@@ -49,8 +53,11 @@ run: $(STAMP) tools binaries  ## control plane + local node + PostgreSQL + opera
 bench: $(STAMP) binaries
 	NIGHTSHIFT_BIN_DIR=$$(bash hack/build-binaries.sh 2>/dev/null | tail -n1) $(BIN)/python -m tests.bench
 
-e2e:  ## for users with Docker: kind cluster, image, helm install (not run in CI)
-	bash hack/e2e-kind.sh
+e2e: $(STAMP) tools binaries  ## the real lane: image, containerd + kubelet, helm install, catalogues (root)
+	bash hack/e2e/lane.sh check || bash hack/e2e/lane.sh install
+	NIGHTSHIFT_BIN_DIR=$$(bash hack/build-binaries.sh 2>/dev/null | tail -n1) \
+	NIGHTSHIFT_NODE_BIN_DIR=$$(bash hack/build-node-binaries.sh | tail -n1) \
+	  $(BIN)/pytest -q -p no:cacheprovider -m e2e tests/e2e $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .cluster .mypy_cache .ruff_cache
