@@ -27,6 +27,7 @@ from nightshift.cli.output import age, condition, emit, failing, health, table
 from nightshift.cli.requests import RequestError
 from nightshift.core import graph, schedule
 from nightshift.core.runs import attempt_view, group, with_pod
+from nightshift.infra.credentials import CredentialsError, for_cli
 from nightshift.infra.kube import (
     BACKGROUNDJOBRUNS,
     BACKGROUNDJOBS,
@@ -621,7 +622,11 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="nightshift", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig's)")
+    p.add_argument(
+        "--kubeconfig", metavar="FILE", help="this kubeconfig only (default: $KUBECONFIG, else ~/.kube/config)"
+    )
+    p.add_argument("--context", help="the kubeconfig context to use (default: its current-context)")
+    p.add_argument("-n", "--namespace", help="namespace (default: the context's)")
     p.add_argument("-A", "--all-namespaces", action="store_true")
     p.add_argument("-o", "--output", choices=["table", "json", "yaml", "dot"], default="table")
     sub = p.add_subparsers(dest="command", required=True)
@@ -675,7 +680,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def amain(args: argparse.Namespace) -> int:
-    async with Kube.from_env() as kube:
+    creds = for_cli(kubeconfig_path=args.kubeconfig, context=args.context, namespace=args.namespace)
+    async with Kube(creds) as kube:
         cli = Cli(kube, args)
         command = args.command
         if command in ("suspend", "resume"):
@@ -711,6 +717,9 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as e:
         print(f"nightshift: {e}", file=sys.stderr)
         return e.code
+    except CredentialsError as e:
+        print(f"nightshift: {e}", file=sys.stderr)
+        return 1
     except ApiError as e:
         print(f"nightshift: the API server refused: {e.message}", file=sys.stderr)
         return 3 if e.not_found else 1

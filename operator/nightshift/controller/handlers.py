@@ -9,6 +9,7 @@ and enqueues keys; the reconciler and the gate do the work.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -25,6 +26,7 @@ from nightshift.core import validate
 from nightshift.core.plan import CronJobSeen, RequestSeen
 from nightshift.core.runs import attempt_view, parse_time
 from nightshift.infra import metrics
+from nightshift.infra.credentials import ReloginBackoff
 from nightshift.infra.kube import BACKGROUNDJOBS
 
 log = logging.getLogger("nightshift")
@@ -64,13 +66,21 @@ def registry(rt: Runtime) -> kopf.OperatorRegistry:
         metrics.set_leader(False)
 
     # -- start-up and shutdown -------------------------------------------------------------------------
+    relogin = ReloginBackoff()
+
     @kopf.on.login(registry=reg, id="login")
-    async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        """kopf's own loaders (a registry of our own has none): the ServiceAccount first, then KUBECONFIG."""
-        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(
-            **kwargs
-        )
-        return info
+    async def login(**kwargs: Any) -> kopf.AiohttpSession:
+        """kopf on our credentials: the ServiceAccount in a pod, else the kubeconfig (infra/credentials).
+
+        The session re-reads rotated tokens and re-runs exec plugins per request, so kopf comes
+        back here only after a 401 that a refresh could not cure, or when an exec plugin's client
+        certificate expires; coming back soon after the last time waits (1 s doubling to 60 s).
+        """
+        delay = relogin.next_delay()
+        if delay:
+            log.warning("the API server refused fresh credentials; logging in again in %.0fs", delay)
+            await asyncio.sleep(delay)
+        return await rt.kube().credentials.kopf_context()
 
     @kopf.on.startup(registry=reg, id="configure")
     async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:

@@ -1,4 +1,4 @@
-"""A small asyncio Kubernetes client on aiohttp, authenticated the way kopf is.
+"""A small asyncio Kubernetes client on aiohttp, authenticated as kubectl is (`credentials`).
 
 The operator is asyncio, so its API calls must be too; the official client is synchronous and heavy
 (kopf's author measured it at ~60% of a no-op operator's memory). Objects stay plain dicts, which is
@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 from urllib.parse import quote
 
 import aiohttp
-import kopf
+
+from nightshift.infra.credentials import Credentials, for_operator
 
 Obj = dict[str, Any]
 
@@ -85,32 +85,25 @@ class ApiError(Exception):
         return self.status == 409
 
 
-def connection_info() -> kopf.ConnectionInfo:
-    """In-cluster service account first, then KUBECONFIG / ~/.kube/config (kopf's own loaders)."""
-    settings = kopf.OperatorSettings()
-    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
-    if info is None:
-        raise kopf.LoginError("no Kubernetes credentials: set KUBECONFIG or run in a cluster")
-    return info
-
-
 class Kube:
-    """One aiohttp session against one API server."""
+    """One API server, through sessions that `Credentials` authenticate per request.
 
-    def __init__(self, info: kopf.ConnectionInfo) -> None:
-        self.server = info.server.rstrip("/")
-        self.default_namespace = info.default_namespace or "default"
-        self._ssl: ssl.SSLContext | bool = info.as_ssl_context()
-        if info.insecure:
-            self._ssl = False
-        self._headers = {"Accept": "application/json"}
-        if info.token:
-            self._headers["Authorization"] = f"Bearer {info.token}"
+    The session is rebuilt only when an exec plugin hands out a new client certificate (TLS lives
+    in the connector); the old one is closed with the client, so requests in flight finish.
+    """
+
+    def __init__(self, credentials: Credentials) -> None:
+        self.credentials = credentials
+        self.server = credentials.server
+        self.default_namespace = credentials.namespace
         self._session: aiohttp.ClientSession | None = None
+        self._tls_key: object = None
+        self._retired: list[aiohttp.ClientSession] = []
 
     @classmethod
     def from_env(cls) -> Self:
-        return cls(connection_info())
+        """The operator's credentials: the pod's ServiceAccount, else the kubeconfig (see `for_operator`)."""
+        return cls(for_operator())
 
     async def __aenter__(self) -> Self:
         return self
@@ -119,19 +112,27 @@ class Kube:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for s in [*self._retired, self._session]:
+            if s is not None and not s.closed:
+                await s.close()
+        self._session, self._retired = None, []
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                headers=self._headers,
-                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-            )
+    async def session(self) -> aiohttp.ClientSession:
+        _, key = await self.credentials.ssl_context()
+        if self._session is None or self._session.closed or key != self._tls_key:
+            if self._session is not None:
+                self._retired.append(self._session)
+            self._session, self._tls_key = await self.credentials.session(limit=32)
         return self._session
+
+    async def _send(self, method: str, url: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        """One request; after a 401 that came with a certificate now replaced, once more on a new session."""
+        session = await self.session()
+        resp = await session.request(method, url, **kwargs)
+        if resp.status == 401 and (await self.session()) is not session:
+            resp.release()
+            resp = await (await self.session()).request(method, url, **kwargs)
+        return resp
 
     async def request(
         self,
@@ -145,7 +146,7 @@ class Kube:
     ) -> Any:
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if data is not None else None
-        async with self.session.request(
+        async with await self._send(
             method,
             self.server + path,
             params={k: str(v) for k, v in (params or {}).items()},
@@ -264,7 +265,8 @@ class Kube:
             params["labelSelector"] = label_selector
         if resource_version:
             params["resourceVersion"] = resource_version
-        async with self.session.get(
+        async with await self._send(
+            "GET",
             self.server + res.path(namespace),
             params={k: str(v) for k, v in params.items()},
             timeout=aiohttp.ClientTimeout(total=timeout_seconds + 30, sock_read=timeout_seconds + 30),
