@@ -117,8 +117,10 @@ def test_invalid_spec_is_reported_once() -> None:
 
 def test_ready_events_only_on_change() -> None:
     p = planned(observed())
-    assert [e.reason for e in p.events] == ["Reconciled"]
+    assert p.events == []  # a new job's Ready=True is in its condition: no event (one write less per job)
     assert planned(observed(written=p.status)).events == []
+    bad = planned(observed(invalid="spec.every: 7m has no cron equivalent"))
+    assert [e.reason for e in planned(observed(written=bad.status)).events] == ["Reconciled"]  # Ready again
 
 
 # -- runs the operator makes ------------------------------------------------------------------------------
