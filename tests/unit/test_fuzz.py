@@ -139,7 +139,87 @@ OPTIONAL: dict[str, Any] = {
     "dependencyTimeout": durations,
     "shedule": cron_strings,  # the typo a user makes most
 }
-specs = st.fixed_dictionaries({"job": job_source}, optional=OPTIONAL)
+chaotic = st.fixed_dictionaries({"job": job_source}, optional=OPTIONAL)
+
+# Valid specs, and valid specs with exactly one thing wrong: most of what users send, and a
+# rejection of one mistake must name that field.
+DNS = st.from_regex(r"\A[a-z][a-z0-9-]{0,10}[a-z0-9]\Z")
+GOOD_DURATIONS = st.sampled_from(["30s", "1m", "5m", "15m", "2h", "1d", "7d", "1h30m"])
+GOOD_CRON = st.one_of(
+    st.sampled_from(["30 2 * * *", "*/15 * * * *", "0 9 * * 1-5", "@hourly", "@daily", "@weekly", "0 0 1 * *"]),
+    st.tuples(st.integers(0, 59), st.integers(0, 23), st.sampled_from(["*", "1", "15", "1-7"])).map(
+        lambda t: f"{t[0]} {t[1]} {t[2]} * *"
+    ),
+)
+GOOD_PARAMS = {
+    "archive": {"table": "events", "timestampColumn": "created_at", "olderThan": "30d"},
+    "backup": {"directory": "/backups"},
+    "db-maintenance": {},
+    "http": {"url": "http://app.team.svc/tasks/nightly"},
+    "refresh-views": {},
+    "sql": {"statement": "select 1"},
+    "ttl-cleanup": {"table": "sessions", "timestampColumn": "created_at", "olderThan": "7d"},
+}
+good_job = st.one_of(
+    st.sampled_from(sorted(GOOD_PARAMS)).map(lambda b: {"builtin": b, "params": GOOD_PARAMS[b]}),
+    st.fixed_dictionaries(
+        {"image": st.sampled_from(["busybox", "ghcr.io/acme/app:1.2"])},
+        optional={"command": st.lists(st.sampled_from(["python", "-m", "app", "run"]), min_size=1, max_size=3)},
+    ),
+)
+trigger = st.one_of(
+    st.just({}),
+    GOOD_CRON.map(lambda c: {"schedule": c}),
+    GOOD_DURATIONS.map(lambda d: {"every": d}),
+    st.sampled_from(["2027-03-14T07:00:00Z", "2020-01-01T00:00:00Z"]).map(lambda a: {"at": a}),
+)
+GOOD: dict[str, Any] = {
+    "timeZone": st.sampled_from(ZONES),
+    "priority": st.sampled_from(["critical", "high", "medium", "low"]),
+    "queue": DNS,
+    "dependsOn": st.lists(st.fixed_dictionaries({"name": DNS}, optional={"within": GOOD_DURATIONS}), max_size=2),
+    "runAfter": st.lists(DNS, max_size=2),
+    "timeout": GOOD_DURATIONS,
+    "retry": st.fixed_dictionaries({}, optional={"limit": st.integers(0, 20), "retryOnTimeout": st.booleans()}),
+    "quarantineAfter": st.integers(1, 1000),
+    "concurrencyPolicy": st.sampled_from(["Allow", "Forbid", "Replace"]),
+    "missedRuns": st.sampled_from(["Skip", "RunLatest", "RunAll"]),
+    "maxCatchUp": st.integers(1, 1000),
+    "startingDeadline": GOOD_DURATIONS,
+    "history": st.fixed_dictionaries({}, optional={"successful": st.integers(0, 100), "failed": st.integers(0, 100)}),
+    "onDependencyFailure": st.sampled_from(["Skip", "Run"]),
+    "dependencyTimeout": GOOD_DURATIONS,
+}
+valid = st.tuples(trigger, st.fixed_dictionaries({"job": good_job}, optional=GOOD)).map(lambda t: {**t[0], **t[1]})
+MISTAKES: dict[str, Any] = {
+    "schedule": st.sampled_from(["61 * * * *", "* * *", "every day", "0 0 * * 8", "*/0 * * * *"]),
+    "every": st.sampled_from(["0s", "-1m", "10x", "1y", "7"]),
+    "timeZone": st.sampled_from(["Mars/Olympus", "", "Europe/", "utc "]),
+    "priority": st.sampled_from(["urgent", "HIGH", ""]),
+    "queue": st.sampled_from(["Bad Name", "-x", "a" * 70]),
+    "dependsOn": st.sampled_from([[{"name": "Bad_Name"}], [{"nme": "x"}], ["up"], [{"name": "up", "within": "x"}]]),
+    "maxCatchUp": st.sampled_from([0, 2000, -1]),
+    "history": st.sampled_from([{"successful": -1}, {"failed": 101}, {"kept": 3}]),
+    "retry": st.sampled_from([{"limit": 25}, {"retryOnTimout": True}, {"backoff": {"factor": 0.5}}]),
+    "shedule": GOOD_CRON,
+    "concurrencyPolicy": st.sampled_from(["allow", "Queue"]),
+    "quarantineAfter": st.sampled_from([0, 1001]),
+    "job": st.sampled_from(
+        [
+            {"builtin": "nope"},
+            {"image": "busybox", "params": {"x": 1}},
+            {},
+            {"builtin": "ttl-cleanup", "image": "busybox"},
+            {"image": "busybox", "args": "run"},
+            {"builtin": "backup", "params": {"directory": "/b", "compres": True}},
+            {"builtin": "ttl-cleanup", "params": {"tabel": "t", "timestampColumn": "c", "olderThan": "1d"}},
+        ]
+    ),
+}
+one_mistake = st.tuples(valid, st.sampled_from(sorted(MISTAKES))).flatmap(
+    lambda t: MISTAKES[t[1]].map(lambda bad: {**t[0], t[1]: bad})
+)
+specs = st.one_of(valid, one_mistake, chaotic)
 PATH = re.compile(r"^(spec(?:\.[A-Za-z0-9_-]+|\[\d+\])*): ")
 
 
