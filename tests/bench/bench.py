@@ -38,6 +38,7 @@ from urllib.parse import urlparse
 from nightshift.api import names
 from nightshift.api.models import BackgroundJobSpec
 from nightshift.core import render
+from nightshift.core import status as status_mod
 from nightshift.settings import Settings
 from tests.conftest import Kubectl, Operator, bgj, install_crds
 from tests.support.cluster import ControlPlane, kwok_pod_template
@@ -84,6 +85,19 @@ class Api:
                 raise RuntimeError(f"{method} {path}: {resp.status} {text[:300]!r}")
             return json.loads(text) if text else None
         return None
+
+    def request_text(self, method: str, path: str) -> str:
+        """A plain-text answer (the API server's /metrics)."""
+        conn = self.connect()
+        try:
+            conn.request(method, path)
+            resp = conn.getresponse()
+            text = resp.read().decode()
+        finally:
+            conn.close()
+        if resp.status >= 400:
+            raise RuntimeError(f"{method} {path}: {resp.status} {text[:300]!r}")
+        return text
 
     def annotate_run_now(self, name: str, nonce: str) -> None:
         self.request(
@@ -386,6 +400,145 @@ def measure(op: Operator, api: Api, watch: Watch, jobs: list[str], tag: str, spa
     }
 
 
+# -- apply: N BackgroundJobs against the same writes made directly, and against N plain CronJobs ---------
+APPLY_NS = {"plain": "apply-plain", "direct": "apply-direct", "operator": "apply-op"}
+APPLY_WORKERS = 8  # concurrent requests of the plain client, as many as the operator's reconcile workers
+_REQ = re.compile(r"^apiserver_request_total\{([^}]*)\} (\S+)$", re.M)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def apply_spec() -> dict[str, Any]:
+    """A scheduled job (so it has a CronJob) whose schedule fires once a year: nothing runs meanwhile."""
+    return {"schedule": "0 3 1 1 *", "job": {"image": "nightshift:bench", "command": ["true"], **kwok_pod_template()}}
+
+
+def api_requests(api: Api) -> dict[tuple[str, str, str], float]:
+    """The API server's own count of the requests it answered: (verb, resource[/subresource], code) -> n."""
+    text = api.request_text("GET", "/metrics")
+    out: dict[tuple[str, str, str], float] = {}
+    for labels, value in _REQ.findall(text):
+        lab = dict(_LABEL.findall(labels))
+        if lab.get("verb") in ("WATCH", "CONNECT") or not lab.get("resource"):
+            continue
+        resource = lab["resource"] + (f"/{lab['subresource']}" if lab.get("subresource") else "")
+        key = (lab["verb"], resource, lab.get("code", ""))
+        out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
+def request_delta(
+    before: dict[tuple[str, str, str], float], after: dict[tuple[str, str, str], float]
+) -> dict[str, float]:
+    """Requests made between two readings, as "VERB resource code" -> count (leases, nodes and other
+    background traffic of the control plane included: the table shows them per object, so they fade)."""
+    out = {}
+    for key, value in after.items():
+        d = value - before.get(key, 0.0)
+        if d > 0:
+            out[" ".join(key)] = d
+    return out
+
+
+class ReadyWatch(threading.Thread):
+    """Counts the BackgroundJobs of one namespace whose status says Ready=True for their generation."""
+
+    def __init__(self, api: Api, namespace: str) -> None:
+        super().__init__(daemon=True)
+        self.api, self.namespace = api, namespace
+        self.ready: set[str] = set()
+        self.lock = threading.Lock()
+        self.stopping = False
+
+    def run(self) -> None:
+        path = f"/apis/nightshift.dev/v1alpha1/namespaces/{self.namespace}/backgroundjobs?watch=1"
+        while not self.stopping:
+            try:
+                conn = self.api.connect(timeout=None)
+                conn.request("GET", path)
+                resp = conn.getresponse()
+                while line := resp.readline():
+                    obj = json.loads(line).get("object") or {}
+                    md, st = obj.get("metadata") or {}, obj.get("status") or {}
+                    ok = st.get("observedGeneration") == md.get("generation") and any(
+                        c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or []
+                    )
+                    if ok and st.get("cronJob"):
+                        with self.lock:
+                            self.ready.add(md.get("name", ""))
+            except Exception:
+                if self.stopping:
+                    return
+                time.sleep(0.5)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.ready)
+
+
+def _parallel(n: int, one: Any) -> None:
+    with ThreadPoolExecutor(APPLY_WORKERS) as pool:
+        for fut in [pool.submit(one, i) for i in range(n)]:
+            fut.result()
+
+
+def apply_phase(api: Api, op: Operator, kind: str, n: int, ns: str) -> dict[str, Any]:
+    """One way of making N scheduled jobs in `ns`: its wall time and the API requests it cost."""
+    spec = BackgroundJobSpec.model_validate(apply_spec())
+    settings = Settings()
+    bgjs = f"/apis/nightshift.dev/v1alpha1/namespaces/{ns}/backgroundjobs"
+    cronjobs = f"/apis/batch/v1/namespaces/{ns}/cronjobs"
+    pid = proc_pid(op)
+    wait_quiet(pid, settle=2.0)
+    before, cpu0, t0 = api_requests(api), cpu_seconds(pid), time.monotonic()
+    watch: ReadyWatch | None = None
+
+    def name(i: int) -> str:
+        return f"job-{i:05d}"
+
+    if kind == "plain":
+
+        def one(i: int) -> None:
+            body = render.cronjob(render.Owner(name(i), ns, "0"), spec, settings)
+            assert body is not None
+            body["metadata"].pop("ownerReferences", None)  # no owner: the garbage collector would remove it
+            api.request("POST", cronjobs, body)
+
+        _parallel(n, one)
+    elif kind == "direct":
+
+        def one(i: int) -> None:
+            created = api.request("POST", bgjs, bgj(name(i), ns, apply_spec()))
+            owner = render.Owner(name(i), ns, created["metadata"]["uid"])
+            body = render.cronjob(owner, spec, settings)
+            api.request("POST", cronjobs, body)
+            st = status_mod.build(spec, [], {}, generation=1, now=dt.datetime.now(dt.UTC), cron_job=name(i))
+            api.request(
+                "PATCH",
+                f"{bgjs}/{name(i)}/status",
+                [{"op": "add", "path": "/status", "value": st}],
+                "application/json-patch+json",
+            )
+
+        _parallel(n, one)
+    else:
+        watch = ReadyWatch(api, ns)
+        watch.start()
+        _parallel(n, lambda i: api.request("POST", bgjs, bgj(name(i), ns, apply_spec())))
+        deadline = time.monotonic() + 120 + n * 0.2
+        while watch.count() < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"apply: only {watch.count()}/{n} BackgroundJobs Ready")
+            time.sleep(0.05)
+    wall = time.monotonic() - t0
+    wait_quiet(pid, settle=3.0)  # follow-up passes (the watch bringing the CronJobs) count too
+    cpu = cpu_seconds(pid) - cpu0
+    if watch is not None:
+        watch.stopping = True
+    requests = request_delta(before, api_requests(api))
+    say(f"apply {kind}: {n} in {wall:.1f}s; requests {sorted(requests.items(), key=lambda kv: -kv[1])[:8]}")
+    return {"n": n, "seconds": wall, "operator_cpu_s": cpu, "requests": requests}
+
+
 # -- the whole thing ------------------------------------------------------------------------------------
 METRICS = [
     ("reconcile_mean_ms", "reconcile mean (ms)", "{:.2f}"),
@@ -435,6 +588,98 @@ def sized(kubectl: Kubectl, watch: Watch, n: int) -> dict[str, Any]:
     }
 
 
+def apply_ns(kind: str, n: int) -> str:
+    return f"{APPLY_NS[kind]}-{n}"
+
+
+def apply_size(api: Api, kubectl: Kubectl, op: Operator, n: int) -> dict[str, Any]:
+    """Plain CronJobs, the same writes made directly, then the operator's apply; then /metrics and RSS
+    with the operator holding N more BackgroundJobs."""
+    pid = proc_pid(op)
+    wait_quiet(pid)
+    rss0 = rss_mib(pid)
+    phases = {kind: apply_phase(api, op, kind, n, apply_ns(kind, n)) for kind in ("plain", "direct", "operator")}
+    wait_quiet(pid)
+    rss1 = rss_mib(pid)
+    text = op.metrics()
+    scrape_ms, scrape_kib = scrape_cost(op)
+    series = [
+        ln for ln in text.splitlines() if f'namespace="{apply_ns("operator", n)}",backgroundjob="job-00042"' in ln
+    ]
+    return {
+        "n": n,
+        "phases": phases,
+        "rss_before_mib": rss0,
+        "rss_after_mib": rss1,
+        "rss_kib_per_bgj": 1024 * (rss1 - rss0) / n,
+        "metrics_scrape_ms": scrape_ms,
+        "metrics_kib": scrape_kib,
+        "metrics_series_per_job": len(series),
+        "backgroundjobs_total": text.count("nightshift_runs_total{") // 2,
+    }
+
+
+NIGHTSHIFT_RESOURCES = ("backgroundjobs", "cronjobs", "events", "jobs", "pods", "backgroundjobruns")
+
+
+def per_object(phase: dict[str, Any]) -> dict[str, float]:
+    """Requests per object to the resources the operator touches (background traffic left out)."""
+    return {
+        key: count / phase["n"]
+        for key, count in phase["requests"].items()
+        if key.split()[1].split("/")[0] in NIGHTSHIFT_RESOURCES and key.split()[0] not in ("LIST", "WATCH")
+    }
+
+
+def apply_table(result: dict[str, Any]) -> str:
+    n, ph = result["n"], result["phases"]
+    plain, direct, oper = ph["plain"], ph["direct"], ph["operator"]
+    lines = [
+        f"{'apply N=' + str(n):34} {'CronJobs':>10} {'direct':>10} {'operator':>10}",
+        f"{'wall time (s)':34} {plain['seconds']:>10.1f} {direct['seconds']:>10.1f} {oper['seconds']:>10.1f}",
+        f"{'  operator / direct writes':34} {'':>10} {'':>10} {oper['seconds'] / direct['seconds']:>9.2f}x",
+        f"{'  operator / plain CronJobs':34} {'':>10} {'':>10} {oper['seconds'] / plain['seconds']:>9.2f}x",
+        f"{'  direct writes / plain CronJobs':34} {'':>10} {direct['seconds'] / plain['seconds']:>9.2f}x",
+        f"{'operator CPU per object (ms)':34} {'':>10} {'':>10} {1000 * oper['operator_cpu_s'] / n:>10.1f}",
+        "requests per object (verb resource code):",
+    ]
+    rows = [per_object(x) for x in (plain, direct, oper)]
+    for key in sorted(set().union(*rows)):
+        if max(r.get(key, 0.0) for r in rows) >= 0.005:
+            lines.append(f"  {key:32} " + " ".join(f"{r.get(key, 0.0):>10.2f}" for r in rows))
+    totals = [sum(r.values()) for r in rows]
+    lines.append(f"  {'all of them':32} " + " ".join(f"{t:>10.2f}" for t in totals))
+    lines += [
+        f"{'operator RSS (MiB) before / after':34} {result['rss_before_mib']:>10.0f} {result['rss_after_mib']:>10.0f}",
+        f"{'  RSS per BackgroundJob (KiB)':34} {result['rss_kib_per_bgj']:>10.1f}",
+        f"{'/metrics with ' + str(result['backgroundjobs_total']) + ' jobs: KiB, ms':34}"
+        f" {result['metrics_kib']:>10.0f} {result['metrics_scrape_ms']:>10.0f}",
+        f"{'  series per BackgroundJob':34} {result['metrics_series_per_job']:>10}",
+    ]
+    return "\n".join(lines)
+
+
+def quick_check(sizes: dict[str, dict[str, Any]], applies: list[dict[str, Any]]) -> list[str]:
+    """What `--quick` fails on: counts and their ratios, never a time (the machine is shared)."""
+    problems = []
+    base, scale = sizes["baseline"]["metrics"], sizes["scale"]["metrics"]
+    if scale["reconciles_per_run"] > 1.5 * base["reconciles_per_run"]:
+        problems.append(
+            f"reconciles per run grew with size: {base['reconciles_per_run']:.1f} -> {scale['reconciles_per_run']:.1f}"
+        )
+    for result in applies:
+        direct, oper = (per_object(result["phases"][k]) for k in ("direct", "operator"))
+        ratio = sum(oper.values()) / max(1e-9, sum(direct.values()))
+        if ratio > 1.2:
+            problems.append(f"apply: {ratio:.2f}x the requests of the same writes made directly ({oper})")
+        errors = sum(v for k, v in oper.items() if not k.split()[2].startswith("2"))
+        if errors > 0.05:
+            problems.append(f"apply: {errors:.2f} refused requests per BackgroundJob ({oper})")
+        if result["metrics_series_per_job"] > 10:
+            problems.append(f"/metrics: {result['metrics_series_per_job']} series per BackgroundJob")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", type=int, default=20, help="BackgroundJobs at the baseline size")
@@ -442,9 +687,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history", type=int, default=5, help="finished runs per BackgroundJob before measuring")
     parser.add_argument("-k", type=int, default=20, help="measured runs per size")
     parser.add_argument("--spacing", type=float, default=0.25, help="seconds between the measured triggers")
+    parser.add_argument(
+        "--apply", default="1000", help="sizes of the apply benchmark, comma-separated (e.g. 1000,10000; 0: none)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes (10/40 jobs, apply 100) for the test command; fails on a count ratio regression only",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "results.json")
     parser.add_argument("--keep", action="store_true", help="keep the control plane's directory")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.baseline, args.scale, args.k, args.history, args.apply = 10, 40, 5, 2, "100"
+    apply_sizes = [int(x) for x in args.apply.split(",") if int(x) > 0]
     if args.k > args.baseline or args.baseline + args.k > args.scale:
         parser.error("need k <= baseline and baseline + k <= scale")
     bin_dir = os.environ.get("NIGHTSHIFT_BIN_DIR")
@@ -453,6 +709,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     t_start = time.monotonic()
+    load0 = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="nightshift-bench-"))
     cp = ControlPlane(workdir / "cluster", bin_dir=Path(bin_dir), local_node=False, kwok=True, quiet=True)
     op: Operator | None = None
@@ -463,14 +720,17 @@ def main(argv: list[str] | None = None) -> int:
         op = Operator(cp, workdir)  # after start: it may need the control plane's PKI
         kubectl = Kubectl(cp)
         install_crds(kubectl.cp)
-        kubectl("create", "namespace", NAMESPACE)
+        served = [NAMESPACE] + [apply_ns("operator", n) for n in apply_sizes]
+        for ns in served + [apply_ns(k, n) for n in apply_sizes for k in ("plain", "direct")]:
+            kubectl("create", "namespace", ns)
         api = Api(cp)
         watch = Watch(api)
         watch.start()
-        op.start()
+        # the operator serves the bench's namespace and the apply namespaces it is measured in: the
+        # plain and direct writes happen where it does not look
+        op.start(NIGHTSHIFT_NAMESPACES=json.dumps(served))
         say(f"operator pid {proc_pid(op)}; log {op.log}")
         sizes: dict[str, dict[str, Any]] = {}
-
         # baseline: jobs 0..baseline-1, the first k of them measured
         create_bgjs(kubectl, 0, args.baseline)
         run_rounds(api, watch, [job_name(i) for i in range(args.baseline)], args.history, "h")
@@ -495,9 +755,21 @@ def main(argv: list[str] | None = None) -> int:
         }
         say(f"scale: {sizes['scale']}")
 
+        applies = []
+        for n in apply_sizes:
+            say(f"apply benchmark, N={n}")
+            applies.append(apply_size(api, kubectl, op, n))
+
         runtime = time.monotonic() - t_start
+        load1 = os.getloadavg()
         print(table(sizes))
-        print(f"\nK={args.k} measured runs per size; total run time {runtime:.0f}s on {os.cpu_count()} CPUs")
+        for result in applies:
+            print()
+            print(apply_table(result))
+        print(
+            f"\nK={args.k} measured runs per size; total run time {runtime:.0f}s on {os.cpu_count()} CPUs;"
+            f" load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end (1 min)"
+        )
         ratios = {
             key: sizes["scale"]["metrics"][key] / sizes["baseline"]["metrics"][key]
             for key, _, _ in METRICS
@@ -511,14 +783,21 @@ def main(argv: list[str] | None = None) -> int:
                     "history_runs_per_job": args.history,
                     "cpus": os.cpu_count(),
                     "runtime_s": round(runtime, 1),
+                    "load_average": [load0, load1],
                     "sizes": sizes,
                     "ratios": ratios,
+                    "apply": applies,
                 },
                 indent=2,
             )
             + "\n"
         )
         print(f"results: {args.out}")
+        if args.quick:
+            problems = quick_check(sizes, applies)
+            for problem in problems:
+                print(f"REGRESSION: {problem}")
+            return 1 if problems else 0
         return 0
     except Exception as e:
         say(f"bench could not run: {e!r}; operator logs in {workdir}, cluster logs {cp.logs}")

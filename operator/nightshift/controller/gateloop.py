@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nightshift.api import names
@@ -88,24 +90,24 @@ class Gate:
                 fresh.append(view)
             elif pending[1]:  # admitted, but the index still shows it waiting: it holds its slot already
                 snap.take(view.namespace, pending[0])
+        writes: list[Callable[[], Awaitable[None]]] = []  # this pass's decisions, gate_workers at a time
         for view in fresh:
             spec = ix.spec(view.namespace, view.bgj)
             if spec is None:
                 continue
             decision = gate.decide(view, spec, snap)
             if isinstance(decision, gate.Admit | gate.Cancel):
-                if isinstance(decision, gate.Cancel):
+                if isinstance(decision, gate.Cancel):  # the replaced runs stop before the new one starts
+                    await self._write(writes)
                     await self.cancel_runs(view.namespace, view.bgj, decision.runs, decision.reason)
-                await self._patch_job(
-                    view, {"spec": {"suspend": False}, "metadata": {"annotations": {names.ANN_GATE: None}}}
-                )
+                admit = {"spec": {"suspend": False}, "metadata": {"annotations": {names.ANN_GATE: None}}}
+                writes.append(functools.partial(self._patch_job, view, admit))
                 snap.take(view.namespace, spec.queue)
                 rt.expectations.expect(("admit", view.namespace, view.name), (spec.queue, True))
                 metrics.observe_admission_wait(view.namespace, spec.queue, (snap.now - view.time).total_seconds())
             elif isinstance(decision, gate.Skip):
-                await self._patch_job(
-                    view, {"metadata": {"annotations": {names.ANN_OUTCOME: f"Skipped: {decision.reason}"}}}
-                )
+                skip = {"metadata": {"annotations": {names.ANN_OUTCOME: f"Skipped: {decision.reason}"}}}
+                writes.append(functools.partial(self._patch_job, view, skip))
                 rt.expectations.expect(("admit", view.namespace, view.name), (spec.queue, False))
             else:
                 if decision.until is not None and (earliest is None or decision.until < earliest):
@@ -114,10 +116,8 @@ class Gate:
                 waiting_per_queue[key] = waiting_per_queue.get(key, 0) + 1
                 text = f"Waiting: {decision.reason}"
                 if view.gate != text:
-                    await self._patch_job(view, {"metadata": {"annotations": {names.ANN_GATE: text}}})
-                    owner = self._owner(view)
-                    if owner and _reason_kind(view.gate) != _reason_kind(text):  # an event per new kind of wait
-                        await rt.events.post(owner, "Normal", "RunWaiting", f"run {view.run} waits: {decision.reason}")
+                    writes.append(functools.partial(self._waiting, view, text, decision.reason))
+        await self._write(writes)
         await self._queues(per_queue, waiting_per_queue, snap)
         return earliest
 
@@ -148,6 +148,31 @@ class Gate:
                 except ApiError as e:
                     if not e.not_found:
                         raise
+
+    async def _write(self, writes: list[Callable[[], Awaitable[None]]]) -> None:
+        """Run the pass's writes, at most `gate_workers` at once: 500 admissions one after the other
+        would hold the last run back by 500 round trips. The decisions (and the expectations that
+        keep the next pass from repeating them) were all made before."""
+        todo, writes[:] = list(writes), []
+        if not todo:
+            return
+        limit = asyncio.Semaphore(self.rt.settings.gate_workers)
+
+        async def one(write: Callable[[], Awaitable[None]]) -> None:
+            async with limit:
+                await write()
+
+        results = await asyncio.gather(*(one(w) for w in todo), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _waiting(self, view: AttemptView, text: str, reason: str) -> None:
+        """Why a run waits, on its Job; an event per new kind of wait."""
+        await self._patch_job(view, {"metadata": {"annotations": {names.ANN_GATE: text}}})
+        owner = self._owner(view)
+        if owner and _reason_kind(view.gate) != _reason_kind(text):
+            await self.rt.events.post(owner, "Normal", "RunWaiting", f"run {view.run} waits: {reason}")
 
     def _owner(self, view: AttemptView) -> render.Owner | None:
         entry = self.rt.indexes.bgj(view.namespace, view.bgj)

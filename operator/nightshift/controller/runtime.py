@@ -26,6 +26,7 @@ from nightshift.controller.workqueue import WorkQueue
 from nightshift.core import render
 from nightshift.infra.history import HistoryWriter
 from nightshift.infra.kube import EVENTS, ApiError, Kube, event_body
+from nightshift.infra.ratelimit import LimitedKube, TokenBucket
 from nightshift.settings import Settings
 
 log = logging.getLogger("nightshift")
@@ -162,7 +163,9 @@ class Runtime:
 
     def kube(self) -> Kube:
         if self._kube is None:
-            self._kube = Kube.from_env()
+            client = LimitedKube.from_env()
+            client.limiter = TokenBucket(self.settings.kube_qps, self.settings.kube_burst)
+            self._kube = client
         return self._kube
 
     def start_history(self) -> None:
