@@ -1,8 +1,9 @@
-# syntax=docker/dockerfile:1
 # One image for the operator and for job pods.
 #   operator (default CMD): python -m nightshift (settings from NIGHTSHIFT_* env)
 #   jobs:                   python -m nightshift_jobs <name> [--param k=v ...]
-# Build: docker build -t ghcr.io/nightshift-dev/nightshift:0.1.0 .
+# Build: DOCKER_BUILDKIT=1 docker build -t ghcr.io/nightshift-dev/nightshift:0.1.0 .
+# No `# syntax=` line: it makes BuildKit fetch its frontend from Docker Hub on every build, and the
+# built-in frontend (Docker >= 20.10) already has RUN --mount.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
@@ -15,7 +16,11 @@ WORKDIR /src
 COPY pyproject.toml ./
 COPY operator/ operator/
 COPY jobs/ jobs/
-RUN pip wheel --wheel-dir /wheels .
+# Behind a TLS-intercepting proxy pip needs the host's CA bundle: pass it as an optional build
+# secret (`--secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt`); it is never stored in a layer.
+RUN --mount=type=secret,id=ca-bundle \
+    if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
+ && pip wheel --wheel-dir /wheels .
 
 # --- final: the installed wheels, a non-root user, nothing else ----------------------------------
 FROM ${PYTHON_IMAGE}

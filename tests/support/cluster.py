@@ -114,9 +114,9 @@ def _issue(
 def node_address() -> str:
     """The address of the interface the default route leaves by: what a real kubelet's node reports.
 
-    A UDP connect sends nothing; it only makes the kernel pick the source address."""
+    A UDP connect sends nothing; it only makes the kernel pick the route and its source address."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.connect(("192.0.2.1", 9))  # TEST-NET-1: never routed anywhere, just a destination
+        s.connect(("1.1.1.1", 9))  # any address off the host
         addr: str = s.getsockname()[0]
         return addr
 

@@ -139,6 +139,13 @@ class PostgresServer:
             "start",
         )
 
+    def allow(self, cidr: str) -> None:
+        """Trust connections from `cidr` too (e.g. a pod network reaching a server on the node's
+        address); the server reloads its pg_hba.conf."""
+        with (self.data_dir / "pg_hba.conf").open("a") as f:
+            f.write(f"host all all {cidr} trust\n")
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "reload")
+
     def create_database(self, name: str) -> str:
         """CREATE DATABASE name (dropping an old one of that name) and return its DSN."""
         import psycopg
