@@ -157,7 +157,7 @@ def registry(rt: Runtime) -> kopf.OperatorRegistry:
                 "generation": md.get("generation", 1),
                 "spec": dict(body.spec),
                 "status": dict(body.status),
-                "annotations": dict(md.annotations),
+                "annotations": _ours(md.annotations),
                 "created": md.get("creationTimestamp"),
             }
         }
@@ -349,6 +349,15 @@ def registry(rt: Runtime) -> kopf.OperatorRegistry:
     del (active_index, admitted_index, pod_index, stop_index, cronjob_index, request_index)
     del (on_bgj, on_job, on_pod, on_cronjob, on_request, on_stop, on_queue)
     return reg
+
+
+def _ours(annotations: Any) -> dict[str, str]:
+    """The annotations the core reads (nightshift.dev/...): kubectl's last-applied-configuration, a copy
+    of the whole object, would double what the index holds per BackgroundJob."""
+    prefix = names.PREFIX + "/"
+    return {
+        k: v for k, v in annotations.items() if k.startswith(prefix) and not k.endswith("last-handled-configuration")
+    }
 
 
 async def _first_pass_keys(rt: Runtime) -> None:
