@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import invariants
 from tests.support.cluster import ControlPlane
 from tests.support.operatorproc import OperatorProcess, install_crds
 from tests.support.postgres import PostgresServer
@@ -109,6 +110,19 @@ def running_operator(operator: Operator) -> Operator:
     if operator.proc is None or operator.proc.poll() is not None:
         operator.start()
     return operator
+
+
+def accounted(operator: Operator, namespace: str, *, timeout: float = 30) -> invariants.Evidence:
+    """The invariant checker (tests/support/invariants.py) on one test's namespace, history included;
+    runs_total is checked for the jobs this operator process saw from their creation."""
+    return invariants.assert_accounted(
+        operator.cluster,
+        namespace,
+        history_dsn=operator.history_dsn or None,
+        metrics=operator.metrics if operator.proc is not None else None,
+        metrics_since=operator.started_at,
+        timeout=timeout,
+    )
 
 
 def bgj(name: str, namespace: str, spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:

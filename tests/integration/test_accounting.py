@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Kubectl, Operator, bgj, condition_of, script_job, wait_for
+from tests.conftest import Kubectl, Operator, accounted, bgj, condition_of, script_job, wait_for
 from tests.observability.test_metrics_live import value
 
 pytestmark = pytest.mark.cluster
@@ -81,6 +81,7 @@ def test_overlapping_runs_are_each_counted_once(kubectl: Kubectl, running_operat
         == 5
     )
     assert len(events(kubectl, namespace, "RunSucceeded")) == 5
+    accounted(running_operator, namespace)
 
 
 def test_a_failure_next_to_a_skip_is_told(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
@@ -123,6 +124,7 @@ def test_a_failure_next_to_a_skip_is_told(kubectl: Kubectl, running_operator: Op
         assert "completionTime" not in last and "exitCode" not in last
     first = requests(kubectl, namespace)["first"]["status"]
     assert first["exitCode"] == 65 and first["reason"].startswith("NonRetryableExitCode")
+    accounted(running_operator, namespace)
 
 
 def test_triggers_while_the_operator_is_down_each_make_a_run(
@@ -151,6 +153,7 @@ def test_triggers_while_the_operator_is_down_each_make_a_run(
     assert len(jobs) == 3
     params = sorted(json.loads(j["metadata"]["annotations"]["nightshift.dev/params"])["n"] for j in jobs)
     assert params == [0, 1, 2]
+    accounted(running_operator, namespace)
 
 
 def test_a_deleted_cronjob_comes_back_and_a_foreign_one_is_taken_over(
@@ -198,6 +201,7 @@ def test_a_deleted_cronjob_comes_back_and_a_foreign_one_is_taken_over(
     wait_for(lambda: ready("True"), timeout=30, what="nightshift takes over once the foreign CronJob is gone")
     owners = kubectl.json("get", "cronjob", "taken", "-n", namespace)["metadata"]["ownerReferences"]
     assert owners[0]["kind"] == "BackgroundJob" and owners[0]["name"] == "taken"
+    accounted(running_operator, namespace)
 
 
 def test_on_demand_job_depending_on_a_new_scheduled_job_runs(
@@ -212,3 +216,4 @@ def test_on_demand_job_depending_on_a_new_scheduled_job_runs(
         timeout=90,
         what="the on-demand run admitted without waiting for a slot that never existed",
     )
+    accounted(running_operator, namespace)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Kubectl, Operator, bgj, condition_of, script_job, wait_for
+from tests.conftest import Kubectl, Operator, accounted, bgj, condition_of, script_job, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -73,6 +73,7 @@ def test_apply_edit_suspend_delete(kubectl: Kubectl, running_operator: Operator,
     kubectl("delete", "bgj", "cleanup", "-n", namespace, "--wait=true", "--timeout=30s")
     wait_for(lambda: kubectl.run("get", "cronjob", "cleanup", "-n", namespace).returncode != 0, what="CronJob gone")
     wait_for(lambda: not kubectl.json("get", "jobs", "-n", namespace)["items"], what="Jobs gone")
+    accounted(running_operator, namespace)
 
 
 def test_volumes_reach_the_cronjob_pod_template(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
@@ -255,6 +256,7 @@ def test_run_completes_and_status_survives_restart(
     assert after["status"] == st
     assert sorted(j["metadata"]["name"] for j in kubectl.json("get", "jobs", "-n", namespace)["items"]) == jobs_before
     assert len(kubectl.json("get", "events", "-n", namespace)["items"]) == events_before
+    accounted(running_operator, namespace)
 
 
 def test_webhook_rejects_cycles_and_bad_schedules(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:

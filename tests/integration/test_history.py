@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from nightshift.infra.history import AttemptRecord, HistoryWriter, migrate
-from tests.conftest import Kubectl, Operator, bgj, script_job, wait_for
+from tests.conftest import Kubectl, Operator, accounted, bgj, script_job, wait_for
 from tests.support.postgres import PostgresServer
 
 pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
@@ -65,6 +65,7 @@ def test_rows_after_runs(kubectl: Kubectl, running_operator: Operator, namespace
     ]
     running_operator.restart()  # a restart re-offers the same records: still one row per attempt
     assert len(rows(dsn, namespace)) == 3
+    accounted(running_operator, namespace)
 
 
 def test_rows_written_after_an_outage(
@@ -96,6 +97,7 @@ def test_rows_written_after_an_outage(
         what="buffered rows after the database came back",
     )
     assert {r["backgroundjob"] for r in got} == {f"during-outage-{i}" for i in range(3)}
+    accounted(running_operator, namespace)
 
 
 def test_retention_prunes_old_rows_and_migrations_are_idempotent(postgres: PostgresServer) -> None:

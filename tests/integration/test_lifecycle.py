@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from nightshift.core.runs import parse_time
-from tests.conftest import Kubectl, Operator, bgj, script_job, wait_for
+from tests.conftest import Kubectl, Operator, accounted, bgj, script_job, wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -84,6 +84,7 @@ def test_dependency_chain_of_seed_000(kubectl: Kubectl, running_operator: Operat
         assert parse_time(d["status"]["startTime"]) >= parse_time(u["status"]["completionTime"])  # type: ignore[operator]
     events = kubectl.json("get", "events", "-n", namespace, "--field-selector", "reason=RunWaiting")["items"]
     assert any("WaitingForDependency" in e["message"] for e in events)
+    accounted(running_operator, namespace)
 
 
 def test_run_after_chain_of_seed_002(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
@@ -104,6 +105,7 @@ def test_run_after_chain_of_seed_002(kubectl: Kubectl, running_operator: Operato
     time.sleep(3)
     assert len(jobs(kubectl, namespace, "evaluation-cleanup")) == 2
     assert len(jobs(kubectl, namespace, "language-evaluation")) == 2
+    accounted(running_operator, namespace)
 
 
 def test_retry_on_75_with_backoff_and_no_retry_on_65(
@@ -144,6 +146,7 @@ def test_retry_on_75_with_backoff_and_no_retry_on_65(
     assert len(jobs(kubectl, namespace, "bad-input")) == 1
     reasons = [e["reason"] for e in kubectl.json("get", "events", "-n", namespace)["items"]]
     assert reasons.count("Retrying") == 2 and reasons.count("RunFailed") == 2
+    accounted(running_operator, namespace)
 
 
 def test_queue_concurrency_two_admits_by_priority(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
@@ -199,6 +202,7 @@ def test_queue_concurrency_two_admits_by_priority(kubectl: Kubectl, running_oper
         )
     ]
     assert order == sorted(order)
+    accounted(running_operator, namespace)
 
 
 def test_queue_rate_limit_spaces_admissions(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
@@ -228,6 +232,7 @@ def test_queue_rate_limit_spaces_admissions(kubectl: Kubectl, running_operator: 
     assert len(starts) == 4
     for earlier, later in zip(starts, starts[2:], strict=False):  # no 15s window holds more than 2 starts
         assert (later - earlier).total_seconds() >= 14  # type: ignore[operator]  # startTime has 1s resolution
+    accounted(running_operator, namespace)
 
 
 def test_run_now_nonce_is_one_run_even_across_restart(
@@ -242,6 +247,7 @@ def test_run_now_nonce_is_one_run_even_across_restart(
     trigger(kubectl, "report", namespace, "n2")
     wait_for(lambda: len(jobs(kubectl, namespace, "report")) == 2, what="second nonce, second run")
     assert status(kubectl, "report", namespace)["handledTriggers"] == ["n1", "n2"]
+    accounted(running_operator, namespace)
 
 
 def test_emergency_stop_and_resume(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
@@ -262,6 +268,7 @@ def test_emergency_stop_and_resume(kubectl: Kubectl, running_operator: Operator,
     assert jobs(kubectl, namespace)[0]["spec"]["suspend"] is True
     kubectl("delete", "configmap", "nightshift-stop", "-n", namespace)
     wait_for(lambda: last_result(kubectl, "nightly", namespace, "Succeeded"), timeout=60, what="run after resume")
+    accounted(running_operator, namespace)
 
 
 def test_operator_killed_while_runs_wait_and_retry(
@@ -322,6 +329,7 @@ def test_operator_killed_while_runs_wait_and_retry(
     metrics = running_operator.metrics()
     assert "nightshift_runs_total" in metrics
     _ = json  # keep import for debugging output
+    accounted(running_operator, namespace)
 
 
 def test_quarantine_after_consecutive_failures_and_resume(
@@ -357,6 +365,7 @@ def test_quarantine_after_consecutive_failures_and_resume(
     time.sleep(2)  # a late duplicate (a pass on a watch event older than our own status write) would show here
     reasons = [e["reason"] for e in kubectl.json("get", "events", "-n", namespace)["items"]]
     assert (reasons.count("Quarantined"), reasons.count("RunFailed")) == (1, 2)
+    accounted(running_operator, namespace)
 
 
 def test_concurrency_forbid_skips_and_replace_cancels(
@@ -400,6 +409,7 @@ def test_concurrency_forbid_skips_and_replace_cancels(
         lambda: [j for j in jobs(kubectl, namespace, "replace") if j.get("status", {}).get("active")],
         what="the replacing run runs",
     )
+    accounted(running_operator, namespace)
 
 
 def test_at_runs_once_at_its_time(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
@@ -415,6 +425,7 @@ def test_at_runs_once_at_its_time(kubectl: Kubectl, running_operator: Operator, 
     running_operator.restart()
     time.sleep(3)
     assert len(jobs(kubectl, namespace, "one-time-reindex")) == 1
+    accounted(running_operator, namespace)
 
 
 def test_history_limits_prune_operator_runs(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
@@ -432,6 +443,7 @@ def test_history_limits_prune_operator_runs(kubectl: Kubectl, running_operator: 
     wait_for(lambda: len(jobs(kubectl, namespace, "chatty")) == 2, timeout=30, what="pruned to the 2 newest")
     st = status(kubectl, "chatty", namespace)
     assert st["lastRun"]["result"] == "Succeeded" and st["lastSuccessfulTime"]
+    accounted(running_operator, namespace)
 
 
 def test_missed_runs_are_counted_and_caught_up(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
@@ -471,6 +483,7 @@ def test_missed_runs_are_counted_and_caught_up(kubectl: Kubectl, running_operato
     )
     events = kubectl.json("get", "events", "-n", namespace, "--field-selector", "reason=MissedRuns")["items"]
     assert events and "caught up" in events[0]["message"]
+    accounted(running_operator, namespace)
 
 
 def test_bad_trigger_input_never_stops_a_run(kubectl: Kubectl, running_operator: Operator, namespace: str) -> None:
@@ -490,3 +503,4 @@ def test_bad_trigger_input_never_stops_a_run(kubectl: Kubectl, running_operator:
     running_operator.restart()
     time.sleep(3)
     assert len(jobs(kubectl, namespace, "odd")) == 1
+    accounted(running_operator, namespace)

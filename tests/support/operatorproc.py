@@ -7,6 +7,7 @@ and metrics and health on loopback ports.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -54,6 +55,7 @@ class OperatorProcess:
         self.webhook_cert, self.webhook_key = issue_serving_cert(cluster.workdir / "pki", workdir / "webhook")
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.started_at: dt.datetime | None = None  # this process's start: its counters begin here
 
     @property
     def log(self) -> Path:
@@ -88,6 +90,7 @@ class OperatorProcess:
         restart would learn nothing from it.
         """
         self.starts += 1
+        self.started_at = dt.datetime.now(dt.UTC)
         self.workdir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
