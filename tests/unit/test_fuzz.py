@@ -167,7 +167,7 @@ good_job = st.one_of(
         optional={"command": st.lists(st.sampled_from(["python", "-m", "app", "run"]), min_size=1, max_size=3)},
     ),
 )
-trigger = st.one_of(
+trigger: st.SearchStrategy[dict[str, str]] = st.one_of(
     st.just({}),
     GOOD_CRON.map(lambda c: {"schedule": c}),
     GOOD_DURATIONS.map(lambda d: {"every": d}),

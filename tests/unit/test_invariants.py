@@ -130,7 +130,7 @@ def test_each_broken_promise_is_named() -> None:
 
 
 def test_a_scheduled_slot_without_a_run_or_a_missed_record_is_found() -> None:
-    spec_ = {"schedule": "0 * * * *", "status": {"lastRun": {"id": "r3", "result": "Succeeded"}}}
+    spec_: dict[str, Any] = {"schedule": "0 * * * *", "status": {"lastRun": {"id": "r3", "result": "Succeeded"}}}
     jobs = [job(f"r{i}", f"r{i}", trigger="schedule", scheduled=T0 + dt.timedelta(hours=i)) for i in (1, 3)]
     events = [end_event("r1"), end_event("r3")]
     cron = {"nightly": {"metadata": {"creationTimestamp": ts(T0)}}}
