@@ -6,7 +6,8 @@ and appends one JSON line per run to a log (its argv, the env it saw and KUBERNE
 tests can see each run and what the client passed.
 
 `ConnectProxy` is a small asyncio HTTP proxy on loopback, in a thread of its own: it tunnels
-CONNECT requests, counts them, and can cut every open tunnel (a dropped connection clients must
+CONNECT requests, records their targets, resolves names it is given (so a test can use a server
+name that no DNS knows), and can cut every open tunnel (a dropped connection clients must
 recover from).
 """
 
@@ -63,7 +64,8 @@ def plugin_runs(log: Path) -> list[dict[str, Any]]:
 class ConnectProxy:
     """An HTTP CONNECT proxy on 127.0.0.1 in its own thread and event loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, hosts: dict[str, str] | None = None) -> None:
+        self.hosts = hosts or {}  # names the proxy resolves itself (the client never looks them up)
         self.port = 0
         self.tunnels: list[str] = []  # the CONNECT targets, in order
         self._loop = asyncio.new_event_loop()
@@ -122,7 +124,8 @@ class ConnectProxy:
             return
         host, _, port = target.rpartition(":")
         try:
-            up_reader, up_writer = await asyncio.open_connection(host.strip("[]"), int(port))
+            address = self.hosts.get(host, host.strip("[]"))
+            up_reader, up_writer = await asyncio.open_connection(address, int(port))
         except OSError:
             writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
             writer.close()
