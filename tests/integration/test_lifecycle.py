@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from typing import Any
 
@@ -326,10 +325,7 @@ def test_operator_killed_while_runs_wait_and_retry(
         assert len(runs) == 1, name
         assert attempts == ([1, 2] if name.startswith("flaky") else [1]), name
         assert all(done(j) for j in items), name
-    metrics = running_operator.metrics()
-    assert "nightshift_runs_total" in metrics
-    _ = json  # keep import for debugging output
-    accounted(running_operator, namespace)
+    accounted(running_operator, namespace)  # each end counted once: one mark, one event, history rows
 
 
 def test_quarantine_after_consecutive_failures_and_resume(
