@@ -248,6 +248,7 @@ class ControlPlane:
         self.host = node_address() if real_pods else "127.0.0.1"
         self.quiet = quiet
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.argv: dict[str, list[str]] = {}  # how each was started, so a fault test can start it again
         self.kubeconfig = self.workdir / "kubeconfig"
         self.logs = self.workdir / "logs"
         self.server = ""
@@ -377,6 +378,17 @@ class ControlPlane:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def kill(self, name: str) -> None:
+        """SIGKILL one component (a crash, for the fault tests); `start_again` brings it back."""
+        proc = self.procs[name]
+        proc.kill()
+        proc.wait()
+
+    def start_again(self, name: str) -> None:
+        """Start a killed component with the arguments it had: same ports, same data directory."""
+        assert self.procs[name].poll() is not None, f"{name} is still running"
+        self._spawn(name, self.argv[name], absolute=True)
+
     def pause(self, name: str) -> None:
         """Freeze one component (SIGSTOP), e.g. kube-controller-manager to make the cluster miss runs."""
         os.kill(self.procs[name].pid, signal.SIGSTOP)
@@ -444,6 +456,7 @@ class ControlPlane:
         # test tooling lives in the repository's tests package, not in the wheel: children import it from here
         path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONPATH": path}
+        self.argv[name] = argv
         self.procs[name] = subprocess.Popen(
             argv,
             stdout=log,
