@@ -541,3 +541,47 @@ def test_tls_from_data_files_and_exec(tmp_path: Path) -> None:
     assert (insecure.check_hostname, insecure.verify_mode.name) == (False, "CERT_NONE")
     leftovers = [p for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("nightshift-tls-*")]
     assert leftovers == []  # key material is never left on disk
+
+
+def test_exec_client_certificate_makes_a_new_tls_context_and_kopf_expiry(tmp_path: Path) -> None:
+    """A certificate from a plugin lives in the connector: a new one means a new context, and kopf
+    gets its expiry so that it logs in again (with a new session) when it runs out."""
+    pki = tmp_path / "pki"
+    write_certs(pki)
+    clock = Clock()
+    answers = iter([("admin.crt", "admin.key"), ("server.crt", "server.key")])
+
+    async def runner(*a: Any, **kw: Any) -> execplugin.ExecCredentialStatus:
+        crt, key = next(answers)
+        return execplugin.ExecCredentialStatus(
+            clientCertificateData=(pki / crt).read_text(),
+            clientKeyData=(pki / key).read_text(),
+            expirationTimestamp=clock.now() + dt.timedelta(hours=1),
+        )
+
+    src = Exec(ExecConfig(command="p", apiVersion="v"), CLUSTER, now=clock.now, runner=runner)
+    creds = credentials.Credentials(server="https://s", namespace="n", source=src, tls=Tls(ca_file=str(pki / "ca.crt")))
+
+    async def scenario() -> None:
+        ctx1, key1 = await creds.ssl_context()
+        assert (await creds.ssl_context())[0] is ctx1  # cached while the certificate holds
+        ctx = await creds.kopf_context()
+        assert ctx.expiration == clock.now() + dt.timedelta(hours=1)
+        await ctx.aiohttp_session.close()
+        clock.advance(3601)
+        ctx2, key2 = await creds.ssl_context()
+        assert ctx2 is not ctx1 and key2 != key1
+
+    asyncio.run(scenario())
+
+
+def test_token_sessions_never_expire_for_kopf(tmp_path: Path) -> None:
+    (tmp_path / "t").write_text("tok")
+    creds = credentials.Credentials(server="https://s", namespace="n", source=TokenFile(tmp_path / "t"))
+
+    async def scenario() -> None:
+        ctx = await creds.kopf_context()
+        assert ctx.expiration is None and ctx.server == "https://s" and ctx.default_namespace == "n"
+        await ctx.aiohttp_session.close()
+
+    asyncio.run(scenario())

@@ -78,6 +78,8 @@ class Credential:
 class Source(ABC):
     """Hands out the current credential and hears about the server refusing one."""
 
+    gives_certs = False  # only an exec plugin hands out client certificates (which need a new session)
+
     @abstractmethod
     async def current(self) -> Credential: ...
 
@@ -150,6 +152,8 @@ class TokenFile(Source):
 
 class Exec(Source):
     """An exec credential plugin, its answer cached until it expires or the server refuses it."""
+
+    gives_certs = True
 
     def __init__(
         self,
@@ -265,10 +269,9 @@ class Credentials:
 
     async def ssl_context(self) -> tuple[ssl.SSLContext, object]:
         """The TLS context for the current client certificate, and a key that changes with it."""
-        cred = await self.source.current()
-        key: object = cred.client_cert
+        key: object = (await self.source.current()).client_cert if self.source.gives_certs else None
         if self._ssl is None or self._ssl[0] != key:
-            self._ssl = (key, self.tls.context(cred.client_cert))
+            self._ssl = (key, self.tls.context(key if isinstance(key, tuple) else None))
         return self._ssl[1], key
 
     async def middleware(
