@@ -238,10 +238,14 @@ def test_context_chooses_between_two_clusters(
 
 
 # -- rotation ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("source", ["tokenFile", "exec"])
 def test_token_rotates_during_trigger_wait(
-    kubectl: Kubectl, crds: ControlPlane, running_operator: Operator, namespace: str, tmp_path: Path
+    kubectl: Kubectl, crds: ControlPlane, running_operator: Operator, namespace: str, tmp_path: Path, source: str
 ) -> None:
-    """The CLI's token file changes while `trigger --wait` waits, the old token dies, the connection drops."""
+    """The token changes while `trigger --wait` waits, the old one dies, the connection drops.
+
+    tokenFile: the file is re-read because it changed. exec: the plugin's credential is cached for
+    an hour, so only the server's 401 makes the CLI run the plugin again and get the new token."""
     service_account(kubectl, namespace, "runner", "bind-1", "bind-2")
     token_file = tmp_path / "token"
     old = bound_token(kubectl, namespace, "runner", "bind-1")
@@ -249,8 +253,19 @@ def test_token_rotates_during_trigger_wait(
     release = tmp_path / "release"
     wait_code = f"import os, time\nwhile not os.path.exists({str(release)!r}): time.sleep(0.2)"
     kubectl.apply(bgj("long", namespace, {"job": script_job(wait_code)}))
+    log = tmp_path / "runs.log"
+    user: dict[str, Any] = {"tokenFile": str(token_file)}
+    if source == "exec":
+        env = {"PLUGIN_TOKEN_FILE": str(token_file), "PLUGIN_LOG": str(log), "PLUGIN_TTL_SECONDS": "3600"}
+        user = {
+            "exec": {
+                "apiVersion": EXEC_V1,
+                "command": str(write_plugin(tmp_path / "get-token")),
+                "env": [{"name": k, "value": v} for k, v in env.items()],
+                "interactiveMode": "Never",
+            }
+        }
     with ConnectProxy() as proxy:
-        user = {"tokenFile": str(token_file)}
         cluster = cluster_entry(crds, **{"proxy-url": proxy.url})
         kc = write_kubeconfig(tmp_path / "config", {"sa": (cluster, user, namespace)}, "sa")
         cli = subprocess.Popen(
@@ -282,6 +297,8 @@ def test_token_rotates_during_trigger_wait(
     assert cli.returncode == 0, f"stdout: {out}\nstderr: {err}"
     assert "Succeeded" in out
     assert "Unauthorized" not in err
+    if source == "exec":
+        assert len(plugin_runs(log)) == 2  # once at the start, once after the 401 on the revoked token
 
 
 def chart_rbac(cp: ControlPlane, release: str, namespace: str) -> list[dict[str, Any]]:
