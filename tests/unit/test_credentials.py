@@ -585,3 +585,23 @@ def test_token_sessions_never_expire_for_kopf(tmp_path: Path) -> None:
         await ctx.aiohttp_session.close()
 
     asyncio.run(scenario())
+
+
+def test_no_secret_in_a_repr(tmp_path: Path) -> None:
+    p = write_kubeconfig(
+        tmp_path / "k",
+        clusters=[("c", {"server": "https://s"})],
+        users=[
+            (
+                "u",
+                {
+                    "token": "s3cret-token",
+                    "client-key-data": base64.b64encode(b"PRIVATE").decode(),
+                    "client-certificate-data": "Y2VydA==",
+                },
+            )
+        ],
+        contexts=[("x", {"cluster": "c", "user": "u"})],
+    )
+    text = repr(credentials.for_cli(kubeconfig_path=str(p), context="x", environ={}))
+    assert "s3cret" not in text and "PRIVATE" not in text and "https://s" in text

@@ -70,8 +70,9 @@ def _utc_now() -> dt.datetime:
 class Credential:
     """What one request is authenticated with, as a source handed it out."""
 
-    authorization: str | None = None  # the Authorization header's value
-    client_cert: tuple[bytes, bytes] | None = None  # PEM certificate and key from an exec plugin
+    # secrets never in a repr: a logged Credentials object must not leak them
+    authorization: str | None = field(default=None, repr=False)  # the Authorization header's value
+    client_cert: tuple[bytes, bytes] | None = field(default=None, repr=False)  # PEM certificate and key (exec)
     expires: dt.datetime | None = None
 
 
@@ -93,6 +94,9 @@ class Static(Source):
 
     def __init__(self, credential: Credential) -> None:
         self._credential = credential
+
+    def __repr__(self) -> str:
+        return "Static(<credential>)"
 
     async def current(self) -> Credential:
         return self._credential
@@ -221,8 +225,8 @@ class Tls:
     server_name: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
-    cert_data: bytes | None = None
-    key_data: bytes | None = None
+    cert_data: bytes | None = field(default=None, repr=False)
+    key_data: bytes | None = field(default=None, repr=False)
 
     def context(self, exec_cert: tuple[bytes, bytes] | None = None) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=self.ca_file, cadata=self.ca_data.decode() if self.ca_data else None)
@@ -265,7 +269,7 @@ class Credentials:
     impersonate: str | None = None  # the kubeconfig's `as` and `as-groups`
     impersonate_groups: tuple[str, ...] = ()
     origin: str = ""  # where they came from, for messages: "context x in /path", "in-cluster ServiceAccount"
-    _ssl: tuple[object, ssl.SSLContext] | None = None
+    _ssl: tuple[object, ssl.SSLContext] | None = field(default=None, init=False, repr=False, compare=False)
 
     async def ssl_context(self) -> tuple[ssl.SSLContext, object]:
         """The TLS context for the current client certificate, and a key that changes with it."""
