@@ -391,6 +391,17 @@ def test_cli_reaches_the_api_server_through_a_proxy(
         assert "report" in ok(nightshift("--kubeconfig", str(kc), "status", env={"HTTPS_PROXY": proxy.url}))
         assert proxy.tunnels[before:] and set(proxy.tunnels[before:]) == {f"api.nightshift.test:{port}"}
 
+        # user info in the proxy's URL becomes Proxy-Authorization, as Go sends it
+        with ConnectProxy(auth=("corp", "p@ss word")) as guarded:
+            for url, code in ((guarded.url, 1), (guarded.url.replace("://", "://corp:p%40ss%20word@"), 0)):
+                kc_auth = write_kubeconfig(
+                    tmp_path / "kc-auth",
+                    {"a": (cluster_entry(crds, **{"proxy-url": url}), admin_user(crds), namespace)},
+                    "a",
+                )
+                assert nightshift("--kubeconfig", str(kc_auth), "status").returncode == code
+            assert guarded.refused == 1 and guarded.tunnels == [f"127.0.0.1:{port}"]
+
         # NO_PROXY: the CLI goes direct, and no DNS knows the name
         before = len(proxy.tunnels)
         proc = nightshift(

@@ -14,6 +14,7 @@ recover from).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import sys
@@ -64,8 +65,10 @@ def plugin_runs(log: Path) -> list[dict[str, Any]]:
 class ConnectProxy:
     """An HTTP CONNECT proxy on 127.0.0.1 in its own thread and event loop."""
 
-    def __init__(self, hosts: dict[str, str] | None = None) -> None:
+    def __init__(self, hosts: dict[str, str] | None = None, auth: tuple[str, str] | None = None) -> None:
         self.hosts = hosts or {}  # names the proxy resolves itself (the client never looks them up)
+        self.auth = auth  # (user, password) the proxy demands in Proxy-Authorization, else 407
+        self.refused = 0
         self.port = 0
         self.tunnels: list[str] = []  # the CONNECT targets, in order
         self._loop = asyncio.new_event_loop()
@@ -117,7 +120,16 @@ class ConnectProxy:
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             writer.close()
             return
-        method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+        first, *lines = head.decode().split("\r\n")
+        method, target, _ = first.split(" ", 2)
+        if self.auth is not None:
+            want = "Basic " + base64.b64encode(":".join(self.auth).encode()).decode()
+            given = [v.strip() for k, _, v in (ln.partition(":") for ln in lines) if k.lower() == "proxy-authorization"]
+            if given != [want]:
+                self.refused += 1
+                writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+                writer.close()
+                return
         if method != "CONNECT":
             writer.write(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
             writer.close()

@@ -8,6 +8,8 @@ import base64
 import datetime as dt
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -605,3 +607,32 @@ def test_no_secret_in_a_repr(tmp_path: Path) -> None:
     )
     text = repr(credentials.for_cli(kubeconfig_path=str(p), context="x", environ={}))
     assert "s3cret" not in text and "PRIVATE" not in text and "https://s" in text
+
+
+def test_exec_plugin_gets_the_terminal_when_it_may(plugin: Path) -> None:
+    """Run under a real pseudo-terminal: IfAvailable hands the plugin our stdin, Never does not."""
+    import pty
+
+    code = (
+        "import asyncio, sys; from nightshift.infra import execplugin; from nightshift.infra.kubeconfig import *; "
+        "cfg = ExecConfig.model_validate_json(sys.argv[1]); "
+        "print(asyncio.run(execplugin.run(cfg, Cluster(server='https://s'))).token)"
+    )
+    for mode, tty in (("IfAvailable", True), ("Never", False)):
+        cfg = exec_config(plugin, interactiveMode=mode)
+        leader, follower = pty.openpty()
+        try:
+            out = subprocess.run(
+                [sys.executable, "-c", code, cfg.model_dump_json(by_alias=True)],
+                stdin=follower,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        finally:
+            os.close(leader)
+            os.close(follower)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "tok-1"
+        run = plugin_runs(plugin.parent / "runs.log")[-1]
+        assert (run["stdin_tty"], run["info"]["spec"]["interactive"]) == (tty, tty)

@@ -31,6 +31,7 @@ import ssl
 import stat
 import tempfile
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from yarl import URL
 
 from nightshift.infra import execplugin, kubeconfig, proxy
 from nightshift.infra.kubeconfig import (
@@ -307,13 +309,18 @@ class Credentials:
     async def session(self, *, limit: int = 32) -> tuple[aiohttp.ClientSession, object]:
         """A new session authenticated by `middleware`, and the TLS key it was made for."""
         ctx, key = await self.ssl_context()
-        s = aiohttp.ClientSession(
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-            connector=aiohttp.TCPConnector(ssl=ctx, limit=limit),
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-            proxy=self.proxy,
-            middlewares=(self.middleware,),
-        )
+        proxy_url, proxy_user = _proxy_auth(self.proxy)
+        with warnings.catch_warnings():  # proxy_auth is deprecated for aiohttp 4, the only session-wide way in 3.x
+            warnings.simplefilter("ignore", DeprecationWarning)
+            proxy_auth = aiohttp.BasicAuth(*proxy_user) if proxy_user else None
+            s = aiohttp.ClientSession(
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+                connector=aiohttp.TCPConnector(ssl=ctx, limit=limit),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                proxy=proxy_url,
+                proxy_auth=proxy_auth,
+                middlewares=(self.middleware,),
+            )
         return s, key
 
     async def kopf_context(self) -> kopf.AiohttpSession:
@@ -328,6 +335,16 @@ class Credentials:
             aiohttp_session=s,
             expiration=cred.expires if cred.client_cert is not None else None,
         )
+
+
+def _proxy_auth(proxy_url: str | None) -> tuple[str | None, tuple[str, str] | None]:
+    """`http://user:pass@proxy:3128`: Go sends the user info as Proxy-Authorization; aiohttp needs it apart."""
+    if not proxy_url:
+        return None, None
+    url = URL(proxy_url)
+    if url.user is None:
+        return proxy_url, None
+    return str(url.with_user(None)), (url.user, url.password or "")
 
 
 class ReloginBackoff:

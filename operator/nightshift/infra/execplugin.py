@@ -158,8 +158,8 @@ async def run(
         raise ExecPluginError(f"exec plugin {config.command}: not found{hint}") from e
     except PermissionError as e:
         raise ExecPluginError(f"exec plugin {config.command}: not executable") from e
-    try:
-        stdout, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    try:  # a plugin at a terminal may wait for a browser login or a prompt: no deadline then
+        stdout, _ = await asyncio.wait_for(proc.communicate(), None if is_interactive else timeout)
     except TimeoutError as e:
         proc.kill()
         await proc.wait()
