@@ -636,3 +636,26 @@ def test_exec_plugin_gets_the_terminal_when_it_may(plugin: Path) -> None:
         assert out.stdout.strip() == "tok-1"
         run = plugin_runs(plugin.parent / "runs.log")[-1]
         assert (run["stdin_tty"], run["info"]["spec"]["interactive"]) == (tty, tty)
+
+
+def test_rotated_certificate_files_make_a_new_tls_context(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    write_certs(one)
+    write_certs(two)
+    live = tmp_path / "live"
+    live.mkdir()
+    for name in ("admin.crt", "admin.key", "ca.crt"):
+        (live / name).write_bytes((one / name).read_bytes())
+    tls = Tls(ca_file=str(live / "ca.crt"), cert_file=str(live / "admin.crt"), key_file=str(live / "admin.key"))
+    creds = credentials.Credentials(server="https://s", namespace="n", source=credentials.Static(Credential()), tls=tls)
+
+    async def scenario() -> None:
+        ctx1, key1 = await creds.ssl_context()
+        assert (await creds.ssl_context()) == (ctx1, key1)
+        for name in ("admin.crt", "admin.key"):  # cert-manager style: new files moved into place
+            (live / f"{name}.new").write_bytes((two / name).read_bytes())
+            os.replace(live / f"{name}.new", live / name)
+        ctx2, key2 = await creds.ssl_context()
+        assert ctx2 is not ctx1 and key2 != key1
+
+    asyncio.run(scenario())

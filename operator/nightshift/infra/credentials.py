@@ -230,6 +230,19 @@ class Tls:
     cert_data: bytes | None = field(default=None, repr=False)
     key_data: bytes | None = field(default=None, repr=False)
 
+    def files_stamp(self) -> tuple[tuple[int, int], ...]:
+        """Inode and mtime of the certificate files: they change when a rotation (cert-manager, the
+        kubelet's own) replaces them, and a new session then loads them (client-go reloads them too)."""
+        stamps = []
+        for path in (self.cert_file, self.key_file, self.ca_file):
+            if path:
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                stamps.append((st.st_ino, st.st_mtime_ns))
+        return tuple(stamps)
+
     def context(self, exec_cert: tuple[bytes, bytes] | None = None) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=self.ca_file, cadata=self.ca_data.decode() if self.ca_data else None)
         if self.insecure:
@@ -275,9 +288,10 @@ class Credentials:
 
     async def ssl_context(self) -> tuple[ssl.SSLContext, object]:
         """The TLS context for the current client certificate, and a key that changes with it."""
-        key: object = (await self.source.current()).client_cert if self.source.gives_certs else None
+        cert = (await self.source.current()).client_cert if self.source.gives_certs else None
+        key: object = (cert, self.tls.files_stamp())
         if self._ssl is None or self._ssl[0] != key:
-            self._ssl = (key, self.tls.context(key if isinstance(key, tuple) else None))
+            self._ssl = (key, self.tls.context(cert))
         return self._ssl[1], key
 
     async def middleware(
