@@ -8,7 +8,7 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export NIGHTSHIFT_CACHE ?= $(HOME)/.cache/nightshift
 
-.PHONY: run test tools unit fuzz integration lint crds crds-check cluster cluster-down binaries bench e2e clean
+.PHONY: run test tools unit fuzz chaos integration lint crds crds-check cluster cluster-down binaries bench e2e clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -49,6 +49,9 @@ cluster-down: $(STAMP)
 
 run: $(STAMP) tools binaries  ## control plane + local node + PostgreSQL + operator + example jobs; Ctrl-C stops all
 	NIGHTSHIFT_BIN_DIR=$$(bash hack/build-binaries.sh 2>/dev/null | tail -n1) $(BIN)/python -m tests.support.demo
+
+chaos: $(STAMP) tools binaries  ## 500+ runs while the operator is SIGKILLed 50 times (kube-controller-manager 5), then the invariant checker
+	NIGHTSHIFT_BIN_DIR=$$(bash hack/build-binaries.sh 2>/dev/null | tail -n1) $(BIN)/python -m tests.reliability.churn $(CHAOS_ARGS)
 
 bench: $(STAMP) binaries
 	NIGHTSHIFT_BIN_DIR=$$(bash hack/build-binaries.sh 2>/dev/null | tail -n1) $(BIN)/python -m tests.bench

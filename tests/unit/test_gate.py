@@ -245,10 +245,20 @@ def test_forbid_waits_behind_an_earlier_waiting_run() -> None:
     assert d == Wait("ConcurrencyForbid: earlier run r1 is still waiting")
 
 
-def test_forbid_ignores_finished_and_later_runs() -> None:
+def test_forbid_ignores_finished_and_later_waiting_runs_but_not_a_later_active_one() -> None:
     s = {"nightly": spec(concurrencyPolicy="Forbid")}
-    others = [succeeded("r0", T - 2 * HOUR), failed("r1", T - HOUR, code=64), running("r3", T + HOUR)]
+    others = [succeeded("r0", T - 2 * HOUR), failed("r1", T - HOUR, code=64), waiting("r3", T + HOUR)]
     assert decide_one(waiting("r2", T), s, others) == Admit()
+    # a run for an earlier time asked for while a later one runs (a backfill): still one at a time
+    assert isinstance(decide_one(waiting("r2", T), s, [running("r3", T + HOUR)]), Skip)
+
+
+def test_forbid_orders_runs_of_the_same_time_by_id_so_two_never_wait_for_each_other() -> None:
+    """Found by the churn test: two requests made in the same second each waited for the other."""
+    s = {"nightly": spec(concurrencyPolicy="Forbid")}
+    a, b = waiting("r-a", T), waiting("r-b", T)
+    assert decide_one(a, s, [b]) == Admit()
+    assert decide_one(b, s, [a]) == Wait("ConcurrencyForbid: earlier run r-a is still waiting")
 
 
 def test_forbid_does_not_hold_back_a_retry_of_the_same_run() -> None:

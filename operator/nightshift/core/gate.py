@@ -144,12 +144,17 @@ def _concurrency(view: AttemptView, spec: BackgroundJobSpec, snap: Snapshot) -> 
     rule = retry_rule(spec)
     busy = []
     for run in snap.runs.get((view.namespace, view.bgj), ()):
-        if run.id == view.run or run.time > view.time:
+        if run.id == view.run:
             continue
+        # Runs are ordered by (time, id), strictly: two requests made in the same second each saw the
+        # other as "earlier" under a plain time comparison and waited for each other for ever.
+        earlier = (run.time, run.id) < (view.time, view.run)
         result, _ = state(run, rule)
-        if result in ("Running", "Retrying") or (result == "Waiting" and spec.concurrency_policy == "Replace"):
+        if result in ("Running", "Retrying"):  # active, whatever its time: Forbid means one at a time
             busy.append(run.id)
-        elif result == "Waiting":
+        elif result == "Waiting" and earlier and spec.concurrency_policy == "Replace":
+            busy.append(run.id)
+        elif result == "Waiting" and earlier:
             return Wait(f"ConcurrencyForbid: earlier run {run.id} is still waiting")
     if not busy:
         return None
