@@ -413,3 +413,20 @@ def test_cli_reaches_the_api_server_through_a_proxy(
         kc = write_kubeconfig(tmp_path / "kc-bad-name", {"b": (bad, admin_user(crds), namespace)}, "b")
         proc = nightshift("--kubeconfig", str(kc), "status")
         assert proc.returncode == 1 and "certificate" in proc.stderr.lower(), proc.stderr
+
+
+def test_impersonation_from_the_kubeconfig(
+    kubectl: Kubectl, crds: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    """`as` and `as-groups` become Impersonate-* headers: the API server answers as that user."""
+    kubectl.apply(bgj("report", namespace, {"job": script_job("pass")}))
+
+    def status(**user: Any) -> subprocess.CompletedProcess[str]:
+        kc = write_kubeconfig(
+            tmp_path / "kc", {"x": (cluster_entry(crds), {**admin_user(crds), **user}, namespace)}, "x"
+        )
+        return nightshift("--kubeconfig", str(kc), "status")
+
+    proc = status(**{"as": "someone"})
+    assert proc.returncode == 1 and 'User "someone" cannot list' in proc.stderr, proc.stderr
+    assert "report" in ok(status(**{"as": "someone", "as-groups": ["system:masters", "team"]}))

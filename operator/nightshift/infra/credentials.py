@@ -317,6 +317,7 @@ class Credentials:
             req.server_hostname = self.tls.server_name
         if self.impersonate:
             req.headers["Impersonate-User"] = self.impersonate
+            req.headers.popall("Impersonate-Group", None)  # a retry applies them again
             for group in self.impersonate_groups:
                 req.headers.add("Impersonate-Group", group)
 
