@@ -13,8 +13,8 @@ pod, the ServiceAccount's projected token, CA and namespace. What authenticates 
 `Credentials.middleware` is an aiohttp client middleware that sets the header from the source and
 retries a request once after a 401 when the source has something new. Both our `Kube` client and
 kopf's (through `kopf_context`, a `kopf.AiohttpSession`) use sessions made here, so a rotation is
-followed per request: no kopf re-login, which would close kopf's session and make every watch
-re-list from scratch. kopf re-logins only when a 401 survives the refresh (its vault invalidates
+followed per request: no kopf re-login, which would stop every request meanwhile and close kopf's
+session, cutting every watch (each reconnects from its resourceVersion). kopf re-logins only when a 401 survives the refresh (its vault invalidates
 the session and calls the login handler), or when an exec plugin's client certificate expires:
 TLS material lives in the connector, so a new certificate needs a new session, and the context
 returned to kopf carries that `expiration`.
