@@ -32,6 +32,12 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
+# The backup built-in runs pg_dump and pg_restore: PostgreSQL's client from the base's Debian release
+# (a pg_dump dumps servers of its major version and older).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends postgresql-client \
+ && rm -rf /var/lib/apt/lists/* \
+ && pg_dump --version
 RUN groupadd --system --gid ${UID} nightshift \
  && useradd --system --uid ${UID} --gid ${UID} --home-dir /tmp --no-create-home \
       --shell /usr/sbin/nologin nightshift
