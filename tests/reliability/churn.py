@@ -8,8 +8,8 @@ and a backfill. Pods run on the KWOK node (a run costs the API server, not a Pyt
 fail with the exit code a job asks for.
 
 `make chaos` runs the long form (at least 500 runs, 50 operator kills, 5 controller-manager
-kills) on a control plane of its own; tests/integration/test_churn.py runs a short form on the
-test session's. The result is a line of counts and, on success, the checker's silence.
+kills; then two replicas with the leader killed 10 times) on a control plane of its own;
+tests/integration/test_churn.py and test_failover.py run short forms on the test session's. The result is a line of counts and, on success, the checker's silence.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import os
 import random
+import statistics
 import sys
 import tempfile
 import threading
@@ -293,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=500)
     p.add_argument("--kills", type=int, default=50)
     p.add_argument("--kcm-kills", type=int, default=5)
+    p.add_argument("--failover-runs", type=int, default=100)
+    p.add_argument("--failover-kills", type=int, default=10, help="leader kills with two replicas")
     p.add_argument("--seed", type=int, default=int(time.time()))
     p.add_argument("--keep", action="store_true", help="keep the control plane's directory")
     a = p.parse_args(argv)
@@ -305,14 +308,31 @@ def main(argv: list[str] | None = None) -> int:
     with ControlPlane(workdir / "cluster", bin_dir=Path(bin_dir), local_node=False, kwok=True, quiet=True) as cp:
         install_crds(cp)
         with PostgresServer() as pg:
-            op = OperatorProcess(cp, workdir / "operator", history_dsn=pg.create_database("nightshift_history"))
+            dsn = pg.create_database("nightshift_history")
+            op = OperatorProcess(cp, workdir / "operator", history_dsn=dsn)
             op.start()
             try:
                 c = Churn(runs=a.runs, kills=a.kills, kcm_kills=a.kcm_kills, seed=a.seed)
                 run(cp, op, "chaos", c)
             finally:
                 op.stop()
-    print(json.dumps({"seed": a.seed, **c.counts}))
+            # R5: two replicas electing a leader; each kill is of the leader
+            f = Churn(runs=a.failover_runs, kills=a.failover_kills, kcm_kills=0, scheduled=4, seed=a.seed + 1)
+            lease = ("default", "nightshift-chaos")
+            first = OperatorProcess(cp, workdir / "op-a", history_dsn=dsn, webhook=False)
+            second = OperatorProcess(cp, workdir / "op-b", history_dsn=dsn, webhook=False)
+            try:
+                first.start(60, **f.replica_env("op-a", lease))
+                second.start(60, **f.replica_env("op-b", lease))
+                run(cp, first, "failover", f, standby=second, lease=lease)
+            finally:
+                first.stop()
+                second.stop()
+    takeovers = {
+        "takeover_median_s": round(statistics.median(f.takeovers), 1),
+        "takeover_max_s": round(max(f.takeovers), 1),
+    }
+    print(json.dumps({"seed": a.seed, "churn": c.counts, "failover": {**f.counts, **takeovers}}))
     return 0
 
 
