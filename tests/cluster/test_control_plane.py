@@ -153,3 +153,34 @@ def test_up_and_down_leave_no_process(tmp_path: Path, cluster: ControlPlane) -> 
     killed.send_signal(signal.SIGKILL)
     killed.wait()
     wait_for(lambda: not _children_alive(children), timeout=30, what="children of a killed owner gone")
+
+
+def test_up_after_down_is_a_new_cluster(tmp_path: Path, cluster: ControlPlane) -> None:
+    """`make cluster` after `make cluster-down` must not bring the last cluster's objects back (the
+    PKI is new each time; old objects, a namespace still terminating, broke `helm install`)."""
+    assert cluster.bin_dir is not None
+    bin_dir = cluster.bin_dir
+    env = {**os.environ, "NIGHTSHIFT_BIN_DIR": str(bin_dir)}
+    workdir = tmp_path / "c"
+
+    def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [str(bin_dir / "kubectl"), f"--kubeconfig={workdir / 'kubeconfig'}", *args]
+        return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+    def down() -> None:
+        subprocess.run(
+            [sys.executable, "-m", "tests.support.cluster", "down", "--dir", str(workdir)], check=True, env=env
+        )
+
+    up, _ = _cluster_up(workdir, env)
+    assert kubectl("create", "namespace", "left-from-last-time").returncode == 0
+    down()
+    up.wait(timeout=30)
+    up, _ = _cluster_up(workdir, env)
+    try:
+        assert kubectl("get", "namespace", "default").returncode == 0  # the positive signal
+        gone = kubectl("get", "namespace", "left-from-last-time")
+        assert gone.returncode != 0 and "NotFound" in gone.stderr, gone.stdout
+    finally:
+        down()
+        up.wait(timeout=30)
