@@ -217,3 +217,26 @@ def test_on_demand_job_depending_on_a_new_scheduled_job_runs(
         what="the on-demand run admitted without waiting for a slot that never existed",
     )
     accounted(running_operator, namespace)
+
+
+def test_a_request_before_its_job_says_so_then_runs_when_the_job_comes(
+    kubectl: Kubectl, running_operator: Operator, namespace: str
+) -> None:
+    """GitOps order: a BackgroundJobRun may be applied before its BackgroundJob."""
+    kubectl.apply(run_request("early", namespace, "later"))
+    pending = wait_for(
+        lambda: (
+            (requests(kubectl, namespace).get("early", {}).get("status") or {}).get("reason") == "BackgroundJobNotFound"
+            and requests(kubectl, namespace)["early"]
+        ),
+        timeout=30,
+        what="the request told its job does not exist",
+    )
+    assert "no BackgroundJob later" in pending["status"]["message"]
+    kubectl.apply(bgj("later", namespace, {"job": script_job("print('ok')")}))
+    wait_for(
+        lambda: requests(kubectl, namespace)["early"].get("status", {}).get("phase") == "Succeeded",
+        timeout=60,
+        what="the request's run once the job exists",
+    )
+    accounted(running_operator, namespace)

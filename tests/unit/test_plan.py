@@ -357,3 +357,15 @@ def test_slots_while_suspended_are_refused_not_missed() -> None:
     p = planned(observed(s, [waiting("nightly-5", t(2026, 3, 9, 14))], written=written))
     assert p.missed == 1  # only 13:00 came after the resume
     assert [n.attempt.scheduled_time for n in p.create] == [t(2026, 3, 9, 13)]
+
+
+def test_a_request_for_a_job_that_does_not_exist_says_so_once_and_an_ended_one_keeps_its_result() -> None:
+    from nightshift.core.plan import orphan_request_status
+
+    first = orphan_request_status("ghost", NS, NOW, {})
+    assert first is not None and first["phase"] == "Pending" and first["reason"] == "BackgroundJobNotFound"
+    assert "no BackgroundJob ghost in namespace team" in first["message"]
+    finished = next(c for c in first["conditions"] if c["type"] == "Finished")
+    assert finished["status"] == "False" and finished["reason"] == "BackgroundJobNotFound"
+    assert orphan_request_status("ghost", NS, NOW, first) is None  # written once
+    assert orphan_request_status("ghost", NS, NOW, {"phase": "Succeeded"}) is None

@@ -30,6 +30,9 @@ async def apply_cronjob(rt: Runtime, o: Observed, action: CronJobAction | None) 
         return None
     k = rt.kube()
     owner = o.owner
+    echo = ("cronjob", owner.namespace, owner.name)
+    if action.body is not None:  # before the write: the watch may bring the CronJob back before it returns
+        rt.expectations.expect(echo, (owner.uid, action.body["metadata"]["annotations"][names.ANN_HASH]))
     try:
         if action.verb == "delete":
             await k.delete(CRONJOBS, owner.name, owner.namespace, propagation="Orphan")
@@ -45,6 +48,7 @@ async def apply_cronjob(rt: Runtime, o: Observed, action: CronJobAction | None) 
             assert action.body is not None
             await k.replace(CRONJOBS, action.body)
     except ApiError as e:
+        rt.expectations.observed(echo)
         if e.status in (400, 422):
             return plan_mod.rejected(e.message, action.verb)
         raise
@@ -89,6 +93,15 @@ async def apply(rt: Runtime, o: Observed, p: Plan) -> None:
             rt.expectations.expect(("delete-request", ns, req))
             await k.delete(BACKGROUNDJOBRUNS, req, ns)
     _export(rt, o, p)
+
+
+async def apply_orphan_requests(rt: Runtime, key: tuple[str, str]) -> None:
+    """Requests naming a BackgroundJob that does not exist: each says so in its status (once)."""
+    ns, job = key
+    for req in rt.indexes.requests_of(ns, job):
+        want = plan_mod.orphan_request_status(job, ns, rt.clock(), req.status)
+        if want is not None:
+            await _replace_status(rt, BACKGROUNDJOBRUNS, req.name, ns, want)
 
 
 async def _create_job(rt: Runtime, owner: render.Owner, body: dict[str, Any], run: str) -> bool:

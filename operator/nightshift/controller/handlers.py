@@ -332,7 +332,7 @@ def registry(rt: Runtime) -> kopf.OperatorRegistry:
     async def on_request(event: kopf.RawEvent, namespace: str, body: kopf.Body, **kwargs: Any) -> None:
         bind(kwargs)
         job = (body.get("spec") or {}).get("backgroundJob")
-        if job and rt.indexes.bgj(namespace, job) is not None:
+        if job:  # also for a job that does not exist: the request is told so (BackgroundJobNotFound)
             rec.enqueue((namespace, job))
 
     @kopf.on.event("", "v1", "configmaps", labels={names.ANN_STOP: kopf.PRESENT}, registry=reg, id="on_stop")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 
-from nightshift.controller.apply import apply, apply_cronjob
+from nightshift.controller.apply import apply, apply_cronjob, apply_orphan_requests
 from nightshift.controller.observe import observe
 from nightshift.controller.runtime import Key, Runtime
 from nightshift.core.plan import plan, plan_cronjob
@@ -54,7 +54,10 @@ class Reconciler:
         t0 = time.monotonic()
         try:
             entry = rt.indexes.bgj(*key)
-            if entry is None or (echo_only and rt.status.echo(key, entry)):
+            if entry is None:
+                await apply_orphan_requests(rt, key)  # run requests may name a job before it exists
+                return
+            if echo_only and rt.status.echo(key, entry):
                 return
             observed = observe(rt, key)
             if observed is None:

@@ -441,6 +441,29 @@ def request_status(run: Run | None, spec: BackgroundJobSpec, now: dt.datetime, p
     return {k: v for k, v in out.items() if v is not None}
 
 
+def orphan_request_status(job: str, namespace: str, now: dt.datetime, prev: Mapping[str, Any]) -> Obj | None:
+    """A request whose BackgroundJob does not exist (not yet, as in a GitOps apply, or no more): it
+    stays Pending and says why, so `kubectl get bgjr` and `kubectl wait` are not left guessing.
+    None when it already says so, or when it ended before its job went (it keeps its result)."""
+    if prev.get("phase") not in (None, "Pending"):
+        return None
+    why = f"no BackgroundJob {job} in namespace {namespace}; the run starts when it exists"
+    conds = prev.get("conditions") or []
+    want: Obj = {
+        "phase": "Pending",
+        "attempts": 0,
+        "reason": "BackgroundJobNotFound",
+        "message": why,
+        "conditions": [
+            status_mod.condition(conds, "Finished", "False", "BackgroundJobNotFound", why, None, now),
+            status_mod.condition(conds, "Succeeded", "Unknown", "BackgroundJobNotFound", why, None, now),
+        ],
+    }
+    for c in want["conditions"]:
+        c.pop("observedGeneration", None)
+    return None if _same_request_status(prev, want) else want
+
+
 def _request_status(o: Observed, spec: BackgroundJobSpec, p: Plan) -> None:
     by_id = {r.id: r for r in o.runs}
     for req in o.requests:
