@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import invariants
+from tests.support import invariants, least_privilege
 from tests.support.cluster import ControlPlane
 from tests.support.operatorproc import OperatorProcess, install_crds
 from tests.support.postgres import PostgresServer
@@ -60,7 +60,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     bin_dir = os.environ.get("NIGHTSHIFT_BIN_DIR")
-    cp = ControlPlane(tmp_path_factory.mktemp("cluster"), bin_dir=Path(bin_dir) if bin_dir else None, quiet=True)
+    workdir = tmp_path_factory.mktemp("cluster")
+    cp = ControlPlane(
+        workdir,
+        bin_dir=Path(bin_dir) if bin_dir else None,
+        quiet=True,
+        apiserver_args=least_privilege.audit_args(workdir / "audit"),  # the operator's requests, for R4
+    )
     with cp:
         yield cp
 
@@ -96,8 +102,13 @@ def operator(
     cluster: ControlPlane, kubectl: Kubectl, postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
     install_crds(cluster)
+    # The chart's ServiceAccount and RBAC, as in a pod: a grant the chart lacks fails the test that needs it.
+    identity = least_privilege.chart_identity(cluster, tmp_path_factory.mktemp("serviceaccount"))
     op = OperatorProcess(
-        cluster, tmp_path_factory.mktemp("operator"), history_dsn=postgres.create_database("nightshift_history")
+        cluster,
+        tmp_path_factory.mktemp("operator"),
+        history_dsn=postgres.create_database("nightshift_history"),
+        env=identity.env,
     )
     op.start()
     yield op
@@ -141,3 +152,16 @@ def script_job(code: str) -> dict[str, Any]:
 
 def condition_of(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), None)
+
+
+WHOLE_SUITE_KEY = pytest.StashKey[bool]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The least-privilege check reads the audit log of the whole session: it runs last, and it asks
+    that every grant was used only when every integration and observability module ran."""
+    last = [i for i in items if "test_zz_least_privilege" in i.nodeid]
+    items[:] = [i for i in items if i not in last] + last
+    modules = {Path(str(i.fspath)).name for i in items}
+    wanted = {p.name for d in ("integration", "observability") for p in (REPO / "tests" / d).glob("test_*.py")}
+    config.stash[WHOLE_SUITE_KEY] = wanted <= modules

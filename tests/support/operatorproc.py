@@ -43,8 +43,10 @@ class OperatorProcess:
         history_dsn: str = "",
         jobs_image: str = "nightshift:test",
         webhook: bool = True,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.cluster = cluster
+        self.env = dict(env or {})  # kept across restarts, e.g. the chart's ServiceAccount identity
         self.webhook = webhook  # one webhook configuration per cluster: a second operator serves none
         self.workdir = workdir
         self.history_dsn = history_dsn
@@ -77,6 +79,7 @@ class OperatorProcess:
             "NIGHTSHIFT_WEBHOOK_CERTFILE": str(self.webhook_cert),
             "NIGHTSHIFT_WEBHOOK_KEYFILE": str(self.webhook_key),
             "NIGHTSHIFT_WEBHOOK_CAFILE": str(self.cluster.workdir / "pki" / "ca.crt"),
+            **self.env,
             **extra,
         }
         if not self.webhook:
