@@ -84,9 +84,13 @@ def kubectl(cluster: ControlPlane) -> Kubectl:
 
 
 @pytest.fixture
-def namespace(kubectl: Kubectl) -> Iterator[str]:
+def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", name)
+    if "running_operator" in request.fixturenames:
+        # Every pod the operator makes must pass PodSecurity `restricted`, enforced by the real
+        # admission plugin (tests that make plain pods of their own use the operator-less namespaces).
+        kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
     yield name
     kubectl("delete", "namespace", name, "--wait=false", check=False)
 
