@@ -122,7 +122,7 @@ def granted(docs: list[dict[str, Any]]) -> set[Grant]:
 
 
 def used(log: Path) -> tuple[set[Grant], list[str]]:
-    """(group, resource, verb) of every audited request, and the refused ones (403) as sentences."""
+    """(group, resource, verb) of every audited request, and the ones RBAC refused, as sentences."""
     seen: set[Grant] = set()
     refused: list[str] = []
     for line in log.read_text().splitlines() if log.exists() else []:
@@ -133,9 +133,9 @@ def used(log: Path) -> tuple[set[Grant], list[str]]:
         resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
         verb = e["verb"]
         grant = (ref.get("apiGroup") or "", resource, verb)
-        code = (e.get("responseStatus") or {}).get("code")
-        if code == 403:
-            refused.append(f"{verb} {grant[0]}/{resource} in {ref.get('namespace') or 'the cluster'}: 403")
+        # RBAC's own refusal, not any 403 (a namespace being deleted refuses creates with 403 too)
+        if (e.get("annotations") or {}).get("authorization.k8s.io/decision") == "forbid":
+            refused.append(f"{verb} {grant[0]}/{resource} in {ref.get('namespace') or 'the cluster'}: forbidden")
         seen.add(grant)
     return seen, refused
 
