@@ -66,6 +66,7 @@ class Attempt:
     result: str | None  # Succeeded / Failed from the Job's conditions, Skipped / Cancelled from the outcome
     finished: dt.datetime | None
     counted: str | None
+    history_pending: bool
 
     @classmethod
     def of(cls, job: Obj) -> Attempt:
@@ -92,6 +93,7 @@ class Attempt:
             result=result,
             finished=finished,
             counted=ann.get(names.ANN_COUNTED),
+            history_pending=names.ANN_HISTORY_PENDING in ann,
         )
 
 
@@ -337,8 +339,9 @@ def _metrics(ev: Evidence, since: dt.datetime) -> list[str]:
 
 
 def settled(ev: Evidence) -> bool:
-    """The positive signal: every run whose final Job ended carries the ledger's mark."""
-    return all(a[-1].counted for a in ev.runs.values() if a[-1].result is not None)
+    """The positive signal: every run whose final Job ended carries the ledger's mark, and no mark
+    still says its history rows are pending."""
+    return all(a[-1].counted and not a[-1].history_pending for a in ev.runs.values() if a[-1].result is not None)
 
 
 def assert_accounted(
@@ -358,7 +361,11 @@ def assert_accounted(
         if settled(ev) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    uncounted = [f"{a[-1].job} ended {a[-1].result}" for a in ev.runs.values() if a[-1].result and not a[-1].counted]
+    uncounted = [
+        f"{a[-1].job} ended {a[-1].result}" + (" (history pending)" if a[-1].counted else "")
+        for a in ev.runs.values()
+        if a[-1].result and (not a[-1].counted or a[-1].history_pending)
+    ]
     assert not uncounted, f"not counted after {timeout}s: {uncounted}"
     problems = violations(ev, metrics_since=metrics_since if metrics else None)
     assert not problems, "\n".join(problems)

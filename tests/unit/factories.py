@@ -52,6 +52,7 @@ def job(
     queue: str | None = None,
     params: dict[str, Any] | str | None = None,
     counted: str | None = None,
+    history_pending: bool = False,
     request: str | None = None,
 ) -> dict[str, Any]:
     """A batch/v1 Job as the API server returns it, with only what attempt_view reads."""
@@ -73,6 +74,7 @@ def job(
         (names.ANN_QUEUE, queue),
         (names.ANN_PARAMS, params if isinstance(params, str) or params is None else json.dumps(params)),
         (names.ANN_COUNTED, counted),
+        (names.ANN_HISTORY_PENDING, "true" if history_pending else None),
     ):
         if value is not None:
             ann[key] = value

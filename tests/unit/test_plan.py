@@ -305,6 +305,20 @@ def test_pruning_only_removes_counted_runs() -> None:
     assert p.delete_jobs == ["nightly-1"]  # nightly-2 is not counted yet: it stays until it is
 
 
+def test_a_run_counted_while_history_was_down_is_offered_again_and_kept_until_recorded() -> None:
+    s = spec(history={"successful": 1, "failed": 1})
+    views = [
+        succeeded("nightly-1", t(2026, 3, 9, 10), counted="Succeeded", history_pending=True),
+        succeeded("nightly-2", t(2026, 3, 9, 11), counted="Succeeded"),
+        succeeded("nightly-3", t(2026, 3, 9, 12), counted="Succeeded"),
+    ]
+    p = planned(observed(s, views))
+    assert p.delete_jobs == ["nightly-2"]  # nightly-1 is beyond the limit too, but its rows are not in yet
+    assert p.endings == []  # counted once: only the rows are offered again
+    assert [(job, [r.result for r in rows]) for job, rows in p.unrecorded] == [("nightly-1", ["Succeeded"])]
+    assert p.requeue_after is not None and p.requeue_after <= dt.timedelta(seconds=30)
+
+
 def test_a_request_outlives_its_pruned_run_for_a_while() -> None:
     s = spec(history={"successful": 0, "failed": 1})
     rid = request_run_id("a", "uid-a", "nightly", NS)

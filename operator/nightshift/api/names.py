@@ -30,6 +30,9 @@ ANN_GATE = f"{PREFIX}/gate"  # the gate's last word on a waiting run: "Waiting: 
 ANN_OUTCOME = f"{PREFIX}/outcome"  # Skipped/Cancelled with a reason, set by the operator on the Job
 ANN_RUN_NOW = f"{PREFIX}/run-now"
 ANN_COUNTED = f"{PREFIX}/counted"  # the ledger's mark on a run's final Job: its end was counted once
+# With the mark, when the history store had not taken the run's rows yet (it was down): the rows
+# are offered again (after a restart too) and the Job is kept until they are in, then this goes.
+ANN_HISTORY_PENDING = f"{PREFIX}/history-pending"
 ANN_RESUMED = f"{PREFIX}/resumed-at"
 ANN_STOP = f"{PREFIX}/stop"  # on a namespace (or the operator's own namespace for the cluster)
 CRONJOB_SCHEDULED = "batch.kubernetes.io/cronjob-scheduled-timestamp"

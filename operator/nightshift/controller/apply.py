@@ -74,6 +74,7 @@ async def apply(rt: Runtime, o: Observed, p: Plan) -> None:
                     await rt.events.post(owner, *new.event)
     for ending in p.endings:
         await _count(rt, owner, ending)
+    await _recorded(rt, ns, p.unrecorded)
     await _write_status(rt, o, p.status)
     if p.quarantine:
         await k.patch(BACKGROUNDJOBS, name, {"spec": {"suspend": True}}, ns)
@@ -120,17 +121,37 @@ async def _create_job(rt: Runtime, owner: render.Owner, body: dict[str, Any], ru
     return True
 
 
+HISTORY_WAIT_S = 2.0  # how long the ledger waits for the history store before marking the rows pending
+
+
+async def _recorded(rt: Runtime, ns: str, unrecorded: list[tuple[str, tuple[Any, ...]]]) -> None:
+    """Counted runs whose rows the store had not taken: offer them again (after a restart the buffer
+    is empty), and take the pending mark off once the store has them (or there is no store)."""
+    for job, rows in unrecorded:
+        if rt.history is not None:
+            for row in rows:
+                rt.history.record(row)
+            if not rt.history.has(rows):
+                continue
+        try:
+            await rt.kube().patch(JOBS, job, {"metadata": {"annotations": {names.ANN_HISTORY_PENDING: None}}}, ns)
+        except ApiError as e:
+            if not e.not_found:
+                raise
+
+
 async def _count(rt: Runtime, owner: render.Owner, ending: Ending) -> None:
     """The ledger: event (deterministic name), history (idempotent upsert), the mark, then the metric."""
     type_, reason, message = ending.event
     await rt.events.post(owner, type_, reason, message, key=f"end/{ending.run.id}")
+    mark = {names.ANN_COUNTED: ending.result}
     if rt.history is not None:
         for row in ending.history:
             rt.history.record(row)
+        if not await rt.history.wait_durable(ending.history, timeout=HISTORY_WAIT_S):
+            mark[names.ANN_HISTORY_PENDING] = "true"  # offered again until the store has them
     try:
-        await rt.kube().patch(
-            JOBS, ending.job, {"metadata": {"annotations": {names.ANN_COUNTED: ending.result}}}, owner.namespace
-        )
+        await rt.kube().patch(JOBS, ending.job, {"metadata": {"annotations": mark}}, owner.namespace)
     except ApiError as e:
         if not e.not_found:
             raise

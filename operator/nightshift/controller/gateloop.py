@@ -23,7 +23,7 @@ from nightshift.controller.runtime import Runtime
 from nightshift.core import gate, render
 from nightshift.core.runs import AttemptView
 from nightshift.infra import metrics
-from nightshift.infra.kube import JOBS, QUEUES, ApiError
+from nightshift.infra.kube import JOBS, JSON_PATCH, QUEUES, ApiError
 
 log = logging.getLogger("nightshift")
 
@@ -100,14 +100,16 @@ class Gate:
                 if isinstance(decision, gate.Cancel):  # the replaced runs stop before the new one starts
                     await self._write(writes)
                     await self.cancel_runs(view.namespace, view.bgj, decision.runs, decision.reason)
-                admit = {"spec": {"suspend": False}, "metadata": {"annotations": {names.ANN_GATE: None}}}
-                writes.append(functools.partial(self._patch_job, view, admit))
+                admit = [*_STILL_WAITING, {"op": "replace", "path": "/spec/suspend", "value": False}]
+                if view.gate is not None:
+                    admit.append({"op": "remove", "path": _ANN_PATH + names.ANN_GATE.replace("/", "~1")})
+                writes.append(functools.partial(self._decide_job, view, admit))
                 snap.take(view.namespace, spec.queue)
                 rt.expectations.expect(("admit", view.namespace, view.name), (spec.queue, True))
                 metrics.observe_admission_wait(view.namespace, spec.queue, (snap.now - view.time).total_seconds())
             elif isinstance(decision, gate.Skip):
-                skip = {"metadata": {"annotations": {names.ANN_OUTCOME: f"Skipped: {decision.reason}"}}}
-                writes.append(functools.partial(self._patch_job, view, skip))
+                outcome = {"op": "add", "path": _OUTCOME_PATH, "value": f"Skipped: {decision.reason}"}
+                writes.append(functools.partial(self._decide_job, view, [*_STILL_WAITING, outcome]))
                 rt.expectations.expect(("admit", view.namespace, view.name), (spec.queue, False))
             else:
                 if decision.until is not None and (earliest is None or decision.until < earliest):
@@ -178,6 +180,23 @@ class Gate:
         entry = self.rt.indexes.bgj(view.namespace, view.bgj)
         return render.Owner(view.bgj, view.namespace, entry["uid"]) if entry else None
 
+    async def _decide_job(self, view: AttemptView, ops: list[dict[str, Any]]) -> None:
+        """Admit or skip a waiting Job, only if it still waits: a JSON patch whose tests (still
+        suspended, no outcome yet) make admit and skip exclusive at the API server. A new leader whose
+        index lagged a Job its predecessor admitted just before it died would otherwise skip a run
+        that goes on to succeed (the churn test saw it: counted Skipped, Job Succeeded). A failed test
+        (422) means the Job moved on: the expectation goes, the next pass sees what it became."""
+        try:
+            await self.rt.kube().patch(JOBS, view.name, ops, view.namespace, content_type=JSON_PATCH)
+        except ApiError as e:
+            if e.status == 422:
+                self.rt.expectations.observed(("admit", view.namespace, view.name))
+                log.info("run %s/%s was decided meanwhile; looking again", view.namespace, view.name)
+                self.rt.wake.set()
+                return
+            if not e.not_found:
+                raise
+
     async def _patch_job(self, view: AttemptView, patch: dict[str, Any]) -> None:
         try:
             await self.rt.kube().patch(JOBS, view.name, patch, view.namespace)
@@ -199,6 +218,16 @@ class Gate:
                             "metadata": {"annotations": {names.ANN_OUTCOME: f"Cancelled: {reason}"}},
                         },
                     )
+
+
+_ANN_PATH = "/metadata/annotations/"
+_OUTCOME_PATH = _ANN_PATH + names.ANN_OUTCOME.replace("/", "~1")
+# JSON patch tests: still suspended, and no outcome (the API server's test of a missing path against
+# null passes, of a present one fails).
+_STILL_WAITING: list[dict[str, Any]] = [
+    {"op": "test", "path": "/spec/suspend", "value": True},
+    {"op": "test", "path": _OUTCOME_PATH, "value": None},
+]
 
 
 def _reason_kind(gate_text: str | None) -> str | None:

@@ -110,6 +110,16 @@ def endings(runs: Sequence[Run], rule: RetryRule) -> list[Ending]:
     return out
 
 
+def unrecorded(runs: Sequence[Run], rule: RetryRule) -> list[tuple[str, tuple[AttemptRecord, ...]]]:
+    """Counted runs whose history rows the store had not taken: (final Job, rows) to offer again."""
+    out = []
+    for run in runs:
+        if run.last.counted and run.last.history_pending:
+            result, reason = state(run, rule)
+            out.append((run.last.name, history_rows(run, result, reason)))
+    return out
+
+
 def _duration(run: Run, result: str) -> float | None:
     """From the first attempt's start to the last attempt's end; None for runs that never ran."""
     if result not in ("Succeeded", "Failed"):

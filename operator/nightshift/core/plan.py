@@ -20,6 +20,7 @@ from nightshift.api import names
 from nightshift.api.models import TERMINAL_PHASES, BackgroundJobSpec
 from nightshift.core import gate, ledger, render, schedule
 from nightshift.core import status as status_mod
+from nightshift.core.records import AttemptRecord
 from nightshift.core.runs import Run, parse_time, prunable, state
 from nightshift.settings import Settings
 
@@ -114,6 +115,7 @@ class Plan:
     delete_jobs: list[str] = field(default_factory=list)
     delete_requests: list[str] = field(default_factory=list)
     endings: list[ledger.Ending] = field(default_factory=list)
+    unrecorded: list[tuple[str, tuple[AttemptRecord, ...]]] = field(default_factory=list)  # history to offer again
     events: list[Event] = field(default_factory=list)
     status: Obj = field(default_factory=dict)
     quarantine: bool = False
@@ -168,6 +170,9 @@ def plan(o: Observed, cron: CronJobPlan, cron_problem: Problem | None = None) ->
         p.missed = _missed(o, spec, p)
     _retries(o, spec, p)
     p.endings = ledger.endings(o.runs, rule)
+    p.unrecorded = ledger.unrecorded(o.runs, rule)
+    if p.unrecorded:
+        _look_again(p, UNRECORDED_RETRY)
     resumed = parse_time(o.annotations.get(names.ANN_RESUMED))
     new = status_mod.build(
         spec,
@@ -184,12 +189,15 @@ def plan(o: Observed, cron: CronJobPlan, cron_problem: Problem | None = None) ->
     _transitions(o, spec, prev, new, p)
     _request_status(o, spec, p)
     for run in prunable(list(o.runs), rule, spec.history.successful, spec.history.failed):
-        # a run is pruned only once its end is on the ledger: what the limits remove was counted first
-        if run.last.counted:
+        # a run is pruned only once its end is on the ledger and its rows are in the history store
+        if run.last.counted and not run.last.history_pending:
             p.delete_jobs += [a.name for a in run.attempts]
     _prune_requests(o, p)
     return p
 
+
+# How soon a run whose history rows are still buffered (the store was down) is looked at again.
+UNRECORDED_RETRY = dt.timedelta(seconds=30)
 
 # A request outlives its pruned run for this long, so `kubectl wait` and `nightshift trigger --wait` read its result.
 REQUEST_RETENTION = dt.timedelta(minutes=10)

@@ -56,6 +56,7 @@ class AttemptView:
     exit_code: int | None = None
     message: str | None = None
     counted: str | None = None  # the ledger's mark: this run's end was counted (metrics, event, history)
+    history_pending: bool = False  # counted while the history store could not take its rows
     request: str | None = None  # the BackgroundJobRun this run was made for
 
     @property
@@ -115,6 +116,7 @@ def attempt_view(job: Obj) -> AttemptView | None:
         queue=ann.get(names.ANN_QUEUE),
         params=params,
         counted=ann.get(names.ANN_COUNTED),
+        history_pending=names.ANN_HISTORY_PENDING in ann,
         request=labels.get(names.LABEL_REQUEST),
     )
 

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import datetime as dt
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -104,6 +105,8 @@ class HistoryWriter:
         self.buffer: collections.deque[AttemptRecord] = collections.deque()
         self.bound = buffer
         self.written: set[tuple[str, str, str]] = set()
+        self.durable: set[tuple[str, str, str]] = set()  # rows the database has taken (this process)
+        self._flushed = asyncio.Condition()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.flushed = 0
@@ -111,7 +114,7 @@ class HistoryWriter:
 
     def record(self, rec: AttemptRecord) -> None:
         """Non-blocking; the same (job, result) is queued once per process."""
-        key = (rec.namespace, rec.job_name, rec.result)
+        key = _key(rec)
         if key in self.written:
             return
         if len(self.written) > 100_000:  # forgetting only costs an idempotent upsert again
@@ -122,6 +125,27 @@ class HistoryWriter:
             metrics.history_dropped()
         self.buffer.append(rec)
         self._wake.set()
+
+    def has(self, recs: Iterable[AttemptRecord]) -> bool:
+        """Whether the database has taken all of these rows."""
+        return all(_key(r) in self.durable for r in recs)
+
+    async def wait_durable(self, recs: Sequence[AttemptRecord], timeout: float) -> bool:
+        """Wait (at most `timeout`) until the database has these rows; at once False while it is down.
+
+        The ledger marks a run counted only after this, or with the history-pending mark: a mark
+        written while the rows sat in this process's buffer lost them to a SIGKILL (the churn test
+        found runs counted with no history row)."""
+        if self.has(recs):
+            return True
+        if not self.connected:
+            return False
+        try:
+            async with self._flushed:
+                await asyncio.wait_for(self._flushed.wait_for(lambda: self.has(recs)), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -164,6 +188,11 @@ class HistoryWriter:
             for _ in batch:  # only what reached the database leaves the buffer
                 self.buffer.popleft()
             self.flushed += len(batch)
+            if len(self.durable) > 100_000:  # forgetting only costs a history-pending mark and a re-offer
+                self.durable.clear()
+            self.durable.update(_key(r) for r in batch)
+            async with self._flushed:
+                self._flushed.notify_all()
 
     async def prune(self, conn: psycopg.AsyncConnection[Any]) -> int:
         cur = await conn.execute(
@@ -171,6 +200,10 @@ class HistoryWriter:
             (f"{int(self.retention.total_seconds())} seconds",),
         )
         return cur.rowcount
+
+
+def _key(r: AttemptRecord) -> tuple[str, str, str]:
+    return (r.namespace, r.job_name, r.result)
 
 
 def _params(r: AttemptRecord) -> dict[str, Any]:
