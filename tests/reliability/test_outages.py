@@ -3,8 +3,8 @@ leader frozen past its lease while a standby takes over. The operator must recov
 same process, no restart by the test), lose no history row (or count the loss in
 nightshift_history_dropped_total), and the invariant checker must pass.
 
-Run by `make chaos` (marker `chaos`; the test command deselects them: each waits out its outage).
-Pods go to the KWOK node.
+Part of the test command (each waits out its outage: about three minutes in all). Pods go to the
+KWOK node.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tests.support import invariants
 from tests.support.operatorproc import OperatorProcess
 from tests.support.postgres import PostgresServer
 
-pytestmark = [pytest.mark.chaos, pytest.mark.cluster, pytest.mark.postgres]
+pytestmark = [pytest.mark.cluster, pytest.mark.postgres]
 
 
 def _requests(kubectl: Kubectl, ns: str, job: str, prefix: str, n: int) -> list[str]:
