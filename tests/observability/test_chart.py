@@ -187,15 +187,16 @@ def test_rbac_is_least_privilege() -> None:
         assert "*" not in verbs
     assert not any("*" in key for key in granted)
     assert ("", "secrets") not in granted
-    assert granted[("nightshift.dev", "backgroundjobs")] >= {"get", "list", "watch", "patch"}
-    assert granted[("nightshift.dev", "backgroundjobs/status")] >= {"patch"}
-    assert granted[("nightshift.dev", "backgroundjobqueues/status")] >= {"patch"}
-    assert granted[("batch", "jobs")] == {"get", "list", "watch", "create", "update", "patch", "delete"}
-    assert granted[("batch", "cronjobs")] == {"get", "list", "watch", "create", "update", "patch", "delete"}
-    assert granted[("", "pods")] == {"get", "list", "watch", "delete"}
-    assert granted[("", "pods/log")] == {"get"}
-    assert granted[("", "events")] == {"create", "patch"}
-    assert granted[("events.k8s.io", "events")] == {"create", "patch"}
+    # What the suite's audit log shows the operator using (tests/integration/test_zz_least_privilege.py)
+    assert granted[("nightshift.dev", "backgroundjobs")] == {"list", "watch", "patch"}
+    assert granted[("nightshift.dev", "backgroundjobs/status")] == {"patch"}
+    assert granted[("nightshift.dev", "backgroundjobqueues/status")] == {"patch"}
+    assert granted[("batch", "jobs")] == {"list", "watch", "create", "patch", "delete"}
+    assert granted[("batch", "cronjobs")] == {"list", "watch", "create", "update", "delete"}
+    assert granted[("", "pods")] == {"list", "watch"}
+    assert ("", "pods/log") not in granted  # the CLI reads logs with its user's credentials
+    assert granted[("", "events")] == {"create"}
+    assert ("events.k8s.io", "events") not in granted
     assert granted[("apiextensions.k8s.io", "customresourcedefinitions")] == {"list", "watch"}
     lease_role = _one(objs, "Role")
     assert lease_role["metadata"]["namespace"] == NAMESPACE
@@ -292,7 +293,7 @@ def test_webhook_configurations_granted_only_with_the_webhook() -> None:
     assert webhook_rules(_render()) == set()
     on = webhook_rules(_render("--set", "webhook.enabled=true", "--set", "webhook.certSecret=tls"))
     for res in ("validatingwebhookconfigurations", "mutatingwebhookconfigurations"):
-        assert {(res, v) for v in ("get", "list", "watch", "create", "patch")} <= on
+        assert {(res, v) for v in ("create", "patch")} == {(r, v) for r, v in on if r == res}
     # The configurations themselves belong to the release (so helm uninstall deletes them), empty:
     # kopf patches its webhooks into the ones named after the API group.
     objs = _render("--set", "webhook.enabled=true", "--set", "webhook.certSecret=tls")

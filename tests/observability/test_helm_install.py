@@ -302,11 +302,8 @@ def _check_release(helm: Helm, kubectl: Kubectl) -> None:
         ("delete", "jobs.batch"),
         ("create", "cronjobs.batch"),
         ("watch", "pods"),
-        ("delete", "pods"),
-        ("get", "pods/log"),
         ("watch", "configmaps"),
         ("create", "events"),
-        ("create", "events.events.k8s.io"),
     ):
         assert _can(kubectl, sa, verb, resource, anywhere), f"{sa} cannot {verb} {resource}"
     for verb, resource in (("watch", "namespaces"), ("list", "customresourcedefinitions.apiextensions.k8s.io")):
@@ -317,6 +314,8 @@ def _check_release(helm: Helm, kubectl: Kubectl) -> None:
         ("delete", "backgroundjobs.nightshift.dev"),
         ("create", "pods"),
         ("create", "priorityclasses.scheduling.k8s.io"),
+        ("delete", "pods"),
+        ("get", "pods/log"),
     ):
         assert not _can(kubectl, sa, verb, resource, anywhere), f"{sa} may {verb} {resource}: more than it needs"
     lease = f"leases.coordination.k8s.io/{env['NIGHTSHIFT_LEADER_ELECTION_LEASE']}"
