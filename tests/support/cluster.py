@@ -352,17 +352,22 @@ class ControlPlane:
         self._say(f"control plane ready at {self.server} in {time.monotonic() - t0:.1f}s; KUBECONFIG={self.kubeconfig}")
 
     def stop(self) -> None:
-        for name in reversed(list(self.procs)):
-            proc = self.procs[name]
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + 10
-        for proc in self.procs.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        """Clients first, then the API server, then etcd, each group waited for: stopped together,
+        the API server lost etcd under its open watches and hung in its shutdown for over 15 s."""
+        core = ("kube-apiserver", "etcd")
+        clients = [n for n in reversed(list(self.procs)) if n not in core]
+        for group in [clients, *([n] for n in core if n in self.procs)]:
+            for name in group:
+                if self.procs[name].poll() is None:
+                    self.procs[name].terminate()
+            deadline = time.monotonic() + 10
+            for name in group:
+                proc = self.procs[name]
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
         self.procs.clear()
         with contextlib.suppress(FileNotFoundError):
             (self.workdir / "ready").unlink()
