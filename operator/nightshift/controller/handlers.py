@@ -141,6 +141,7 @@ def registry(rt: Runtime) -> kopf.OperatorRegistry:
         if elector:
             follow()  # act no more while kopf finishes its handlers
             await elector[0].release()
+        await rt.queue.shutdown()
         await rt.close()
 
     @kopf.on.probe(id="indexes", registry=reg)
