@@ -13,6 +13,15 @@ already have the same number of finished runs:
 The sizes differ only in how many BackgroundJobs and finished Jobs (and their pods) exist; the
 measured jobs look the same in both (same spec, same number of finished runs), so a ratio near 1
 means the per-event cost does not depend on how many objects the operator watches.
+
+Then, for each `--apply` size N (1,000 by default; 10,000 when asked), three ways of making N
+scheduled jobs, each in a namespace of its own, by a plain client with 8 requests in flight:
+N plain CronJobs; the writes the operator must make, made directly (N BackgroundJobs, N CronJobs,
+N status patches, in a namespace the operator does not serve); and N BackgroundJobs applied, until
+the operator reports every one Ready. For each: wall time, the API server's requests by verb,
+resource and code (apiserver_request_total deltas) per object, operator CPU; then the operator's
+RSS per BackgroundJob and one /metrics scrape with the N more jobs. `--quick` (10/40 jobs, N=100)
+runs in the test command and fails only when a count ratio regresses, never on a time.
 """
 
 from __future__ import annotations
