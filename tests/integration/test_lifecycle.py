@@ -474,7 +474,7 @@ def test_missed_runs_are_counted_and_caught_up(kubectl: Kubectl, running_operato
     assert parse_time(ann(catchups[0], "scheduled-time")) == next_minute  # the minute that never got a Job
     wait_for(
         lambda: all(done(j) == "Complete" for j in jobs(kubectl, namespace, "every-minute")),
-        timeout=60,
+        timeout=120,
         what="catch-up runs complete",
     )
     events = kubectl.json("get", "events", "-n", namespace, "--field-selector", "reason=MissedRuns")["items"]

@@ -24,8 +24,10 @@ import yaml
 
 from tests.support.cluster import REPO_ROOT, ControlPlane
 
-NAMESPACE = "nightshift-system"
-RELEASE = "nightshift"
+# Not the release of test_helm_install (nightshift in nightshift-system): its uninstall would take
+# this identity's ClusterRole with it in the middle of the session.
+NAMESPACE = "nightshift-suite"
+RELEASE = "nightshift-suite"
 RBAC_TEMPLATE = REPO_ROOT / "charts" / "nightshift" / "templates" / "rbac.yaml"
 Grant = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb)
 

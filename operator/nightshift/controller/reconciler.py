@@ -17,6 +17,7 @@ from nightshift.controller.observe import observe
 from nightshift.controller.runtime import Key, Runtime
 from nightshift.core.plan import plan, plan_cronjob
 from nightshift.infra import metrics
+from nightshift.infra.kube import ApiError
 
 log = logging.getLogger("nightshift")
 
@@ -39,6 +40,15 @@ class Reconciler:
             try:
                 if leading:
                     await self.reconcile(key, echo_only=echo_only)
+            except ApiError as e:
+                if e.namespace_terminating:
+                    # The API server refuses new objects in a namespace being deleted, and the job's
+                    # own deletion comes next: no error and no retries.
+                    log.info("reconcile %s/%s: its namespace is being deleted", *key)
+                    rt.queue.forget(key)
+                else:
+                    delay = rt.queue.add_rate_limited(key)
+                    log.exception("reconcile %s/%s failed; again in %.1fs", *key, delay)
             except Exception:
                 delay = rt.queue.add_rate_limited(key)
                 log.exception("reconcile %s/%s failed; again in %.1fs", *key, delay)

@@ -84,6 +84,12 @@ class ApiError(Exception):
     def conflict(self) -> bool:
         return self.status == 409
 
+    @property
+    def namespace_terminating(self) -> bool:
+        """403 from the NamespaceLifecycle admission: nothing new may be made in a namespace being deleted."""
+        causes = (self.body.get("details") or {}).get("causes") or []
+        return self.status == 403 and any(c.get("reason") == "NamespaceTerminating" for c in causes)
+
 
 class Kube:
     """One API server, through sessions that `Credentials` authenticate per request.
