@@ -115,7 +115,12 @@ def _dry_run(kubectl: Kubectl, objs: list[dict[str, Any]]) -> str:
 
 
 def _can(kubectl: Kubectl, sa: str, verb: str, resource: str, namespace: str | None = None) -> bool:
-    args = ["auth", "can-i", verb, resource, f"--as=system:serviceaccount:{NAMESPACE}:{sa}"]
+    """`kubectl auth can-i` as the chart's ServiceAccount. "x/status" is the status subresource (can-i
+    itself reads "x/y" as the object named y, which asked about the main resource)."""
+    extra = []
+    if resource.endswith("/status"):
+        resource, extra = resource.removesuffix("/status"), ["--subresource=status"]
+    args = ["auth", "can-i", verb, resource, *extra, f"--as=system:serviceaccount:{NAMESPACE}:{sa}"]
     if namespace:
         args += ["-n", namespace]
     result = kubectl.run(*args)
