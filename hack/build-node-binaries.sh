@@ -45,7 +45,7 @@ build_node() {
   fi
   local ver="-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$k8s_minor -X k8s.io/component-base/version.gitTreeState=clean"
   for b in "${missing[@]}"; do
-    log "go build $b (cold: ~4 min each on 2 cores)"
+    log "go build $b (cold: kubelet 7-20 min on 2 cores, then kube-proxy under a minute)"
     (cd "$mod" && go build -trimpath -ldflags "-s -w $ver" -o "$bin/$b.tmp" "k8s.io/kubernetes/cmd/$b") && mv "$bin/$b.tmp" "$bin/$b"
   done
 }

@@ -21,6 +21,8 @@
 # Environment:
 #   E2E_DIR           state directory (required; a fresh one per run)
 #   KUBECONFIG        the control plane's admin kubeconfig (node-up)
+#   KUBELET_KUBECONFIG, KUBE_PROXY_KUBECONFIG   their own identities (system:node:<NODE_NAME> in
+#                     system:nodes, system:kube-proxy); default: KUBECONFIG
 #   NIGHTSHIFT_CACHE  cache root (default ~/.cache/nightshift): node binaries, the docker data root
 #   IMAGE             the project image's name (default ghcr.io/nightshift-dev/nightshift:e2e)
 set -euo pipefail
@@ -326,14 +328,13 @@ rotateCertificates: false
 serverTLSBootstrap: false
 maxPods: 60
 EOF
-  # The admin kubeconfig (system:masters) doubles as the kubelet's credentials: a test cluster.
-  start_bg kubelet "$bin/kubelet" --config="$E2E_DIR/kubelet.yaml" --kubeconfig="$KUBECONFIG" \
+  start_bg kubelet "$bin/kubelet" --config="$E2E_DIR/kubelet.yaml" --kubeconfig="${KUBELET_KUBECONFIG:-$KUBECONFIG}" \
     --hostname-override="$NODE_NAME" --node-ip="$ip" --root-dir="$E2E_DIR/kubelet" \
     --cert-dir="$E2E_DIR/kubelet/pki" --v=1
   cat >"$E2E_DIR/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
-clientConnection: {kubeconfig: $KUBECONFIG}
+clientConnection: {kubeconfig: ${KUBE_PROXY_KUBECONFIG:-$KUBECONFIG}}
 hostnameOverride: $NODE_NAME
 mode: iptables
 clusterCIDR: $POD_CIDR

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -51,7 +52,7 @@ class Lane:
     cp: ControlPlane
     node_bin: Path
     before: dict[str, Any]
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, Any] = field(default_factory=dict)
     seen_running: dict[str, bool] = field(default_factory=dict)
     left_behind: list[str] | None = None
     pids: dict[str, int] = field(default_factory=dict)
@@ -62,6 +63,9 @@ class Lane:
             **os.environ,
             "E2E_DIR": str(self.dir),
             "KUBECONFIG": str(self.cp.kubeconfig),
+            # The node's own identities, as in a real cluster (not the admin's).
+            "KUBELET_KUBECONFIG": str(self.cp.workdir / "kubelet.kubeconfig"),
+            "KUBE_PROXY_KUBECONFIG": str(self.cp.workdir / "kube-proxy.kubeconfig"),
             "IMAGE": IMAGE,
             "NODE_NAME": NODE,
         }
@@ -118,6 +122,11 @@ class Lane:
         hoststate.restore(self.before)
         self.left_behind = hoststate.diff(self.before, hoststate.snapshot())
         (self.dir / "host-left-behind.json").write_text(json.dumps(self.left_behind, indent=1))
+        # The node's and the cluster's state go (about 1 GB: images unpacked, etcd); logs, configs
+        # and timings stay for a look afterwards.
+        if not any(m.startswith(str(self.dir)) for m in hoststate.snapshot()["mounts"]):
+            for sub in ("containerd", "kubelet", "volumes", "cni", "cluster/etcd"):
+                shutil.rmtree(self.dir / sub, ignore_errors=True)
         return self.left_behind
 
 
@@ -154,6 +163,8 @@ def lane() -> Iterator[Lane]:
     try:
         cp.start()
         lane.timings["control plane"] = round(time.monotonic() - t0, 1)
+        cp.client_kubeconfig("kubelet", f"system:node:{NODE}", ["system:nodes"])
+        cp.client_kubeconfig("kube-proxy", "system:kube-proxy")
         lane.sh("engine-up")
         lane.sh("images")
         lane.sh("node-up")

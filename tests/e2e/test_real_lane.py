@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 import yaml
 from cryptography import x509
@@ -347,9 +348,7 @@ def test_seed_catalogue_runs_in_real_containers(lane: Lane, pg: PostgresServer, 
     ns = system
     restricted_namespace(lane, ns)
     dsn = pg.create_database(f"e2e_{system.replace('-', '_')}")
-    import psycopg
-
-    with psycopg.connect(dsn.replace(f"@{pg.host}:", f"@{pg.host}:"), autocommit=True) as conn:
+    with psycopg.connect(dsn, autocommit=True) as conn:
         for stmt in _schema(jobs):
             conn.execute(stmt)
     _secrets(lane, ns, jobs, dsn)
@@ -384,6 +383,26 @@ def test_seed_catalogue_runs_in_real_containers(lane: Lane, pg: PostgresServer, 
         if r["status"].get("phase") != "Succeeded"
     }
     assert not failed, json.dumps(failed, indent=1)
+    # Pod start: created by the Job controller to its container running, as the kubelet reports it.
+    starts = sorted(
+        (
+            dt.datetime.fromisoformat(c["state"]["terminated"]["startedAt"])
+            - dt.datetime.fromisoformat(p["metadata"]["creationTimestamp"])
+        ).total_seconds()
+        for p in lane.json("get", "pods", "-n", ns, "-l", "batch.kubernetes.io/job-name")["items"]
+        for c in p["status"].get("containerStatuses", [])
+        if "terminated" in c.get("state", {})
+    )
+    if starts:  # a measurement, not a check: the operator may have pruned finished pods already
+        lane.timings[f"job pod start {system} median/max s"] = [starts[len(starts) // 2], starts[-1]]
+
+    # The history: the operator, in its pod, wrote every attempt to PostgreSQL on the host.
+    def attempts() -> int:
+        with psycopg.connect(pg.dsn_for("nightshift_history")) as conn:
+            row = conn.execute("SELECT count(*) FROM nightshift_attempts WHERE namespace = %s", (ns,)).fetchone()
+        return int(row[0]) if row and row[0] >= len(jobs) else 0
+
+    wait_for(attempts, timeout=60, what=f"{len(jobs)} attempts of {ns} in the history")
     # Every generated pod admitted: no Job of the namespace was refused a pod.
     events = lane.json("get", "events", "-n", ns)["items"]
     refused = [e["message"] for e in events if "violates PodSecurity" in e.get("message", "")]

@@ -192,7 +192,9 @@ def issue_serving_cert(pki: Path, out: Path, host: str = "127.0.0.1") -> tuple[P
     return out / "webhook.crt", out / "webhook.key"
 
 
-def kubeconfig_text(server: str, pki: Path) -> str:
+def kubeconfig_text(server: str, pki: Path, user: str = "admin") -> str:
+    """A kubeconfig for `user`, whose client cert and key are <user>.crt and <user>.key in `pki`."""
+
     def b64(name: str) -> str:
         return base64.b64encode((pki / name).read_bytes()).decode()
 
@@ -210,8 +212,8 @@ def kubeconfig_text(server: str, pki: Path) -> str:
                 {
                     "name": "admin",
                     "user": {
-                        "client-certificate-data": b64("admin.crt"),
-                        "client-key-data": b64("admin.key"),
+                        "client-certificate-data": b64(f"{user}.crt"),
+                        "client-key-data": b64(f"{user}.key"),
                     },
                 }
             ],
@@ -421,6 +423,7 @@ class ControlPlane:
         # node is Ready within a second, and a not-ready taint from creation would only add a wait.
         return [
             "--disable-admission-plugins=TaintNodesByCondition",
+            "--enable-admission-plugins=NodeRestriction",  # a kubelet changes only its node and pods
             "--endpoint-reconciler-type=lease",
             "--anonymous-auth=false",
         ]
@@ -440,6 +443,30 @@ class ControlPlane:
         shutil.copyfile("/etc/hosts", self.hosts_file)
         script = 'mount --bind "$0" /etc/hosts && exec "$@"'
         return ["unshare", "--mount", "--propagation=private", "--", "sh", "-c", script, str(self.hosts_file)]
+
+    def client_kubeconfig(self, user: str, name: str, groups: Sequence[str] = ()) -> Path:
+        """A kubeconfig whose client cert says `name` in `groups`, signed by the cluster's CA: a real
+        kubelet is system:node:<node> in system:nodes (the Node authorizer then lets it read only
+        what its own pods need), kube-proxy is system:kube-proxy (bound to system:node-proxier)."""
+        pki = self.workdir / "pki"
+        ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+        ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), password=None)
+        assert isinstance(ca_key, rsa.RSAPrivateKey)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        subject = x509.Name(
+            [
+                *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups),
+                x509.NameAttribute(NameOID.COMMON_NAME, name),
+            ]
+        )
+        cert = _issue(subject, key, ca.subject, ca_key)
+        (pki / f"{user}.crt").write_bytes(_pem_cert(cert))
+        (pki / f"{user}.key").write_bytes(_pem_key(key))
+        (pki / f"{user}.key").chmod(0o600)
+        path = self.workdir / f"{user}.kubeconfig"
+        path.write_text(kubeconfig_text(self.server, pki, user))
+        path.chmod(0o600)
+        return path
 
     def add_host(self, name: str, ip: str) -> None:
         """Resolve `name` to `ip` for the API server (real pods only): written in place, as the bind
