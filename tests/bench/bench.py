@@ -704,6 +704,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="small sizes (10/40 jobs, apply 100) for the test command; fails on a count ratio regression only",
     )
+    parser.add_argument(
+        "--no-webhook", action="store_true", help="run the operator without its validating webhook (its share of apply)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "results.json")
     parser.add_argument("--keep", action="store_true", help="keep the control plane's directory")
     args = parser.parse_args(argv)
@@ -726,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         say(f"starting control plane in {workdir}")
         cp.start()
-        op = Operator(cp, workdir)  # after start: it may need the control plane's PKI
+        op = Operator(cp, workdir, webhook=not args.no_webhook)  # after start: it may need the control plane's PKI
         kubectl = Kubectl(cp)
         install_crds(kubectl.cp)
         served = [NAMESPACE] + [apply_ns("operator", n) for n in apply_sizes]
