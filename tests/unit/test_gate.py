@@ -253,6 +253,13 @@ def test_forbid_ignores_finished_and_later_waiting_runs_but_not_a_later_active_o
     assert isinstance(decide_one(waiting("r2", T), s, [running("r3", T + HOUR)]), Skip)
 
 
+def test_forbid_queues_a_catch_up_behind_the_run_that_is_active_instead_of_skipping_it() -> None:
+    """missedRuns RunAll asked for every missed slot: under Forbid they run one at a time, none dropped."""
+    s = {"nightly": spec(concurrencyPolicy="Forbid")}
+    catchup = view("c1", trigger="catchup", scheduled=T - HOUR)
+    assert decide_one(catchup, s, [running("r2", T)]) == Wait("ConcurrencyForbid: waiting for run r2")
+
+
 def test_forbid_orders_runs_of_the_same_time_by_id_so_two_never_wait_for_each_other() -> None:
     """Found by the churn test: two requests made in the same second each waited for the other."""
     s = {"nightly": spec(concurrencyPolicy="Forbid")}

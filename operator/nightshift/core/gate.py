@@ -158,7 +158,7 @@ def _concurrency(view: AttemptView, spec: BackgroundJobSpec, snap: Snapshot) -> 
             return Wait(f"ConcurrencyForbid: earlier run {run.id} is still waiting")
     if not busy:
         return None
-    if view.trigger == "backfill":  # asked for explicitly: queue behind the earlier run, never drop
+    if view.trigger in ("backfill", "catchup"):  # asked for (a backfill, missedRuns RunAll): queue, never drop
         return Wait(f"ConcurrencyForbid: waiting for run {busy[0]}")
     if spec.concurrency_policy == "Forbid":
         return Skip(f"ConcurrencyForbid: run {busy[0]} is still running or retrying")
