@@ -7,6 +7,9 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export NIGHTSHIFT_CACHE ?= $(HOME)/.cache/nightshift
+# Test sessions side by side (pytest-xdist, one test file per session at a time): each has its own
+# control plane, PostgreSQL and operator. The suite mostly waits on timers and controllers, so two fit 2 cores.
+TEST_WORKERS ?= 2
 
 .PHONY: run test tools unit fuzz chaos integration lint crds crds-check cluster cluster-down binaries bench e2e clean
 
@@ -32,8 +35,8 @@ crds: $(STAMP)  ## regenerate crds/ and the chart's CRDs from the pydantic model
 tools:  ## PostgreSQL, Prometheus (promtool) and openssl from Debian when missing, or say what to install
 	bash hack/ensure-tools.sh
 
-test: $(STAMP) tools binaries lint  ## everything: lint, types, unit and integration tests
-	NIGHTSHIFT_BIN_DIR=$$(bash hack/build-binaries.sh 2>/dev/null | tail -n1) $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+test: $(STAMP) tools binaries lint  ## everything: lint, types, unit and integration tests (TEST_WORKERS sessions side by side)
+	NIGHTSHIFT_BIN_DIR=$$(bash hack/build-binaries.sh 2>/dev/null | tail -n1) $(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(BIN)/pytest -q -m "not cluster and not postgres and not tools and not e2e"

@@ -158,14 +158,46 @@ def condition_of(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
     return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), None)
 
 
-WHOLE_SUITE_KEY = pytest.StashKey[bool]()
+RAN: set[str] = set()  # test modules that ran (on the xdist controller: every worker's reports arrive here)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The least-privilege check reads the audit log of the whole session: it runs last, and it asks
-    that every grant was used only when every integration and observability module ran."""
+    """Within a session (or an xdist worker), the least-privilege test reads the audit log last."""
     last = [i for i in items if "test_zz_least_privilege" in i.nodeid]
     items[:] = [i for i in items if i not in last] + last
-    modules = {Path(str(i.fspath)).name for i in items}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        RAN.add(report.nodeid.split("::")[0].rsplit("/", 1)[-1])
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """R4 over the whole suite: every grant of the chart used by some worker's operator, or justified.
+
+    Runs once, where every test's report arrived (the xdist controller, or the only process), after
+    all workers are done, over every session's audit log under the base temporary directory."""
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the controller judges the whole
+    ran = RAN
     wanted = {p.name for d in ("integration", "observability") for p in (REPO / "tests" / d).glob("test_*.py")}
-    config.stash[WHOLE_SUITE_KEY] = wanted <= modules
+    if not wanted <= ran:
+        return  # a part of the suite: grants unused by it say nothing
+    base = session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    logs = sorted(Path(base).glob("**/audit/audit.log"))
+    seen: set[least_privilege.Grant] = set()
+    for log in logs:
+        seen |= least_privilege.used(log)[0]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    unused = least_privilege.unused_grants(least_privilege.chart_rbac_from_template(), seen) if logs else None
+    if unused is None or unused:
+        why = "no audit log" if unused is None else sorted(unused)
+        if reporter is not None:
+            reporter.write_line(
+                f"least privilege: granted by the chart, used by no request of the whole suite and not "
+                f"justified with '# unexercised:' in rbac.yaml: {why}",
+                red=True,
+            )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif reporter is not None:
+        reporter.write_line(f"least privilege: every grant of the chart used or justified ({len(seen)} used)")

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.cluster import REPO_ROOT, ControlPlane
+from tests.support.cluster import REPO_ROOT, ControlPlane, binaries_dir
 
 # Not the release of test_helm_install (nightshift in nightshift-system): its uninstall would take
 # this identity's ClusterRole with it in the middle of the session.
@@ -62,9 +62,15 @@ def audit_log(cp: ControlPlane) -> Path:
 def chart_rbac(cp: ControlPlane) -> list[dict[str, Any]]:
     """The chart's ServiceAccount and RBAC as `helm install` creates them, with the webhook on."""
     assert cp.bin_dir is not None
+    return chart_rbac_from_template(cp.bin_dir / "helm")
+
+
+def chart_rbac_from_template(helm: Path | None = None) -> list[dict[str, Any]]:
+    if helm is None:
+        helm = binaries_dir() / "helm"
     out = subprocess.run(
         [
-            str(cp.bin_dir / "helm"),
+            str(helm),
             "template",
             RELEASE,
             str(REPO_ROOT / "charts" / "nightshift"),

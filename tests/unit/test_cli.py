@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import datetime as dt
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -43,15 +43,17 @@ def test_random_name_is_job_utc_time_and_four_chars() -> None:
 
 
 @pytest.mark.parametrize(
-    "name",
+    "make",
     [
-        requests.random_name("x" * 52, t(2026, 1, 1)),
-        requests.id_name("x" * 52, "key"),
-        requests.backfill_name("x" * 52, t(2026, 1, 1)),
-        requests.retry_name("x" * 52, "x-m123", None),
+        lambda: requests.random_name("x" * 52, t(2026, 1, 1)),
+        lambda: requests.id_name("x" * 52, "key"),
+        lambda: requests.backfill_name("x" * 52, t(2026, 1, 1)),
+        lambda: requests.retry_name("x" * 52, "x-m123", None),
     ],
+    ids=["random", "id", "backfill", "retry"],  # a random name as an id differs between xdist workers
 )
-def test_names_fit_a_label_value_and_a_dns_subdomain(name: str) -> None:
+def test_names_fit_a_label_value_and_a_dns_subdomain(make: Callable[[], str]) -> None:
+    name = make()
     assert len(name) <= requests.MAX_LABEL_NAME <= requests.MAX_NAME
     assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name)
 
