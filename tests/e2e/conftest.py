@@ -106,20 +106,23 @@ class Lane:
             return self.left_behind
         self.pids = self.pid_files()
         # Pods first, while the kubelet runs: it unmounts their volumes and CNI DEL removes their links.
-        for ns in self.json("get", "namespaces")["items"]:
-            name = ns["metadata"]["name"]
-            if name not in ("default", "kube-system", "kube-public", "kube-node-lease"):
-                self.kubectl("delete", "namespace", name, "--wait=false", check=False)
-        self.kubectl("delete", "deployments,pods", "--all", "-n", "kube-system", "--wait=false", check=False)
+        # (Best effort: when the lane failed half way up there may be no API server to ask.)
         try:
+            for ns in self.json("get", "namespaces")["items"]:
+                name = ns["metadata"]["name"]
+                if name not in ("default", "kube-system", "kube-public", "kube-node-lease"):
+                    self.kubectl("delete", "namespace", name, "--wait=false", check=False)
+            self.kubectl("delete", "deployments,pods", "--all", "-n", "kube-system", "--wait=false", check=False)
             wait_for(
                 lambda: not self.json("get", "pods", "-A")["items"], timeout=90, what="every pod gone before the node"
             )
-        except AssertionError as e:
-            print(f"[e2e] {e}")
-        self.sh("down")
-        self.cp.stop()
-        hoststate.restore(self.before)
+        except (AssertionError, RuntimeError) as e:
+            print(f"[e2e] before down: {e}")
+        try:
+            self.sh("down")
+        finally:
+            self.cp.stop()
+            hoststate.restore(self.before)
         self.left_behind = hoststate.diff(self.before, hoststate.snapshot())
         (self.dir / "host-left-behind.json").write_text(json.dumps(self.left_behind, indent=1))
         # The node's and the cluster's state go (about 1 GB: images unpacked, etcd); logs, configs
