@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from nightshift.infra.kube import CONFIGMAPS, NODES, PODS, SECRETS, ApiError, Kube, Obj
@@ -138,7 +139,9 @@ class LocalNode:
                 if e.status != 410:
                     log.warning("watch failed: %s", e)
                     await asyncio.sleep(1)
-            except (TimeoutError, OSError) as e:
+            except (TimeoutError, OSError, aiohttp.ClientError) as e:
+                # An API server restart (the outage tests) ends the stream with a disconnect, which
+                # aiohttp raises as a ClientError that is no OSError: the node listed again, not died.
                 log.warning("watch interrupted: %s", e)
                 await asyncio.sleep(1)
 
