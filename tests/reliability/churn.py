@@ -256,7 +256,12 @@ def run(
     ended: dict[str, int] = {}
     for _bgj_name, result in ev.ended().values():
         ended[result] = ended.get(result, 0) + 1
-    c.counts = {**made, "runs": len(ev.ended()), **{f"ended_{k.lower()}": v for k, v in ended.items()}}
+    c.counts = {
+        **made,
+        "runs": len(ev.ended()),
+        "slots": ev.slots_checked,
+        **{f"ended_{k.lower()}": v for k, v in ended.items()},
+    }
     say(f"done in {time.monotonic() - t0:.0f}s: {c.counts}; requests {phases}")
     return ev
 

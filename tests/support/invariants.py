@@ -107,6 +107,7 @@ class Evidence:
     history: list[Obj]
     metrics: str | None
     history_kept: bool = False  # a history store was read (pruned runs are there, not gone)
+    slots_checked: int = 0  # scheduled slots the checker accounted for (set by `violations`)
     runs: dict[str, list[Attempt]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -228,7 +229,8 @@ def _slots(ev: Evidence) -> list[str]:
         spec = bgj.get("spec") or {}
         cron = schedule.cron_of(spec.get("schedule"), spec.get("every"))
         cronjob = ev.cronjobs.get(name)
-        if cron is None or cronjob is None or spec.get("suspend") or not ev.history_kept:
+        # A job suspended since is checked too: the slots run up to its latest scheduled run only.
+        if cron is None or cronjob is None or not ev.history_kept:
             continue  # without the history store, pruned runs would look like missing slots
         tz = spec.get("timeZone", "UTC")
         scheduled: Counter[dt.datetime] = Counter()
@@ -267,6 +269,7 @@ def _slots(ev: Evidence) -> list[str]:
                     lo, hi = _time(words[i + 1]), _time(words[i + 3])
                     missed_ranges.append((lo, hi))
         for slot in schedule.times_between(cron, tz, since, max(scheduled), limit=10_000):
+            ev.slots_checked += 1
             if slot in scheduled:
                 continue
             if not any(lo and hi and lo < slot < hi for lo, hi in missed_ranges):
