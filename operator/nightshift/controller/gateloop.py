@@ -100,9 +100,7 @@ class Gate:
                 if isinstance(decision, gate.Cancel):  # the replaced runs stop before the new one starts
                     await self._write(writes)
                     await self.cancel_runs(view.namespace, view.bgj, decision.runs, decision.reason)
-                admit = [*_STILL_WAITING, {"op": "replace", "path": "/spec/suspend", "value": False}]
-                if view.gate is not None:
-                    admit.append({"op": "remove", "path": _ANN_PATH + names.ANN_GATE.replace("/", "~1")})
+                admit = [*_STILL_WAITING, {"op": "replace", "path": "/spec/suspend", "value": False}, *_NO_GATE]
                 writes.append(functools.partial(self._decide_job, view, admit))
                 snap.take(view.namespace, spec.queue)
                 rt.expectations.expect(("admit", view.namespace, view.name), (spec.queue, True))
@@ -228,6 +226,10 @@ _STILL_WAITING: list[dict[str, Any]] = [
     {"op": "test", "path": "/spec/suspend", "value": True},
     {"op": "test", "path": _OUTCOME_PATH, "value": None},
 ]
+# Drop the gate's "Waiting: ..." note whether or not the Job has it (the index may not show the
+# latest one yet): add makes sure it exists, so remove cannot fail.
+_GATE_PATH = _ANN_PATH + names.ANN_GATE.replace("/", "~1")
+_NO_GATE: list[dict[str, Any]] = [{"op": "add", "path": _GATE_PATH, "value": ""}, {"op": "remove", "path": _GATE_PATH}]
 
 
 def _reason_kind(gate_text: str | None) -> str | None:
