@@ -9,18 +9,20 @@ what is missing; nothing is skipped.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import wait_for as _wait_for
 from tests.support import hoststate
 from tests.support.cluster import REPO_ROOT, ControlPlane
 from tests.support.postgres import PostgresServer
@@ -33,15 +35,7 @@ NODE = "nightshift-e2e"
 POD_CIDR = "10.88.0.0/16"
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 60, interval: float = 1, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+wait_for = functools.partial(_wait_for, interval=1)  # the suite's, polling once a second: real pods are slower
 
 
 @dataclass

@@ -45,20 +45,10 @@ WATCHED_PATHS = [
     "/var/log/containers",
     "/var/log/pods",
 ]
-# Removed by `restore` when the lane created them (never the host's own /etc files).
-REMOVABLE = {
-    "/etc/cni",
-    "/etc/kubernetes",
-    "/opt/cni",
-    "/run/containerd",
-    "/run/docker",
-    "/run/netns",
-    "/var/lib/cni",
-    "/var/lib/containerd",
-    "/var/lib/kubelet",
-    "/var/log/containers",
-    "/var/log/pods",
-}
+# The host's own files among them: restored, never removed. The rest `restore` removes when the lane
+# created them.
+HOST_FILES = {"/etc/containerd", "/etc/docker", "/etc/hosts", "/etc/resolv.conf"}
+REMOVABLE = set(WATCHED_PATHS) - HOST_FILES
 SYSCTL_ROOTS = ["net/ipv4", "net/ipv6", "net/bridge", "net/netfilter", "kernel", "vm"]
 # Counters and values the kernel changes by itself.
 VOLATILE = re.compile(
