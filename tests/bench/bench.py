@@ -22,6 +22,19 @@ the operator reports every one Ready. For each: wall time, the API server's requ
 resource and code (apiserver_request_total deltas) per object, operator CPU; then the operator's
 RSS per BackgroundJob and one /metrics scrape with the N more jobs. `--quick` (10/40 jobs, N=100)
 runs in the test command and fails only when a count ratio regresses, never on a time.
+
+Two more phases, each in a namespace of its own (issue 11, P3 and P4):
+
+- gate (`--gate N`, 500): N runs asked for at once (BackgroundJobRuns, 10 per on-demand
+  BackgroundJob) on one BackgroundJobQueue of concurrency 10; on a watch of its Jobs and pods, the
+  time from each free slot (a finish seen while the queue was full and a run waited) to the
+  admission it allowed (spec.suspend turning false), the queue's throughput against concurrency /
+  mean run time, where a run's time goes (admission -> pod -> pod done -> Job finished), and the
+  reconcile p50/p99 over the phase, estimated from the histogram's bucket deltas;
+- status lag (`--lag RATE`, 50 a second): runs ending at RATE a second on `--lag-jobs` BackgroundJobs
+  for `--lag-seconds`, each the newest run of its job, completed by the bench through the Job status
+  subresource (as seed_history does); the time from each Complete written to its end shown in the
+  job's status.lastRun, on a watch.
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ import datetime as dt
 import http.client
 import json
 import os
+import queue
 import re
 import shutil
 import ssl
@@ -39,6 +53,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -46,11 +61,13 @@ from urllib.parse import urlparse
 
 from nightshift.api import names
 from nightshift.api.models import BackgroundJobSpec
+from nightshift.cli import requests
 from nightshift.core import render
 from nightshift.core import status as status_mod
 from nightshift.settings import Settings
-from tests.conftest import Kubectl, Operator, bgj, install_crds
+from tests.conftest import Kubectl, Operator, bgj
 from tests.support.cluster import ControlPlane, kwok_pod_template
+from tests.support.operatorproc import install_crds
 
 NAMESPACE = "bench"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -120,9 +137,10 @@ class Api:
 class Watch(threading.Thread):
     """Watches the namespace's BackgroundJobs; remembers each one's lastRun and when it was first seen."""
 
-    def __init__(self, api: Api) -> None:
+    def __init__(self, api: Api, namespace: str = NAMESPACE) -> None:
         super().__init__(daemon=True)
         self.api = api
+        self.namespace = namespace
         self.lock = threading.Lock()
         self.last: dict[str, tuple[str, str]] = {}  # name -> (lastRun.id, lastRun.result)
         self.seen: dict[tuple[str, str, str], float] = {}  # (name, run id, result) -> monotonic time
@@ -130,7 +148,7 @@ class Watch(threading.Thread):
         self.stopping = False
 
     def run(self) -> None:
-        path = f"/apis/nightshift.dev/v1alpha1/namespaces/{NAMESPACE}/backgroundjobs?watch=1"
+        path = f"/apis/nightshift.dev/v1alpha1/namespaces/{self.namespace}/backgroundjobs?watch=1"
         while True:
             try:
                 conn = self.api.connect(timeout=None)
@@ -278,6 +296,36 @@ def _ts(t: dt.datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+SEED_MANAGER = "bench.nightshift.dev/seed"  # spec.managedBy of the Jobs the bench finishes itself
+
+
+def running_status(began: str) -> dict[str, Any]:
+    """A seeded Job's status while it runs: started, one pod active (as the Job controller writes it)."""
+    return {"startTime": began, "active": 1, "ready": 0, "terminating": 0, "uncountedTerminatedPods": {}}
+
+
+def complete_status(began: str, ended: str) -> dict[str, Any]:
+    """A seeded Job's status once its one pod succeeded: the Job controller's Complete, as it writes it."""
+    cond = {
+        "status": "True",
+        "reason": "CompletionsReached",
+        "message": "Reached expected number of succeeded pods",
+    }
+    return {
+        "startTime": began,
+        "completionTime": ended,
+        "active": 0,
+        "succeeded": 1,
+        "ready": 0,
+        "terminating": 0,
+        "uncountedTerminatedPods": {},
+        "conditions": [
+            {**cond, "type": t, "lastTransitionTime": ended, "lastProbeTime": ended}
+            for t in ("SuccessCriteriaMet", "Complete")
+        ],
+    }
+
+
 def seed_history(api: Api, jobs: list[str], rounds: int, workers: int = 4) -> None:
     """Finished runs without running them: per run, the Job the operator would have created (render),
     owned by an external controller (spec.managedBy) so the Job controller leaves it alone, with a
@@ -300,31 +348,14 @@ def seed_history(api: Api, jobs: list[str], rounds: int, workers: int = 4) -> No
         attempt = render.Attempt(names.run_id(job, "manual", f"seed-{r}"), trigger="manual", scheduled_time=when)
         body = render.attempt_job(owner, spec, settings, attempt)
         body["spec"]["suspend"] = False
-        body["spec"]["managedBy"] = "bench.nightshift.dev/seed"
+        body["spec"]["managedBy"] = SEED_MANAGER
         created = api.request("POST", f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs", body)
         began, ended = _ts(when + dt.timedelta(seconds=1)), _ts(when + dt.timedelta(seconds=3))
-        cond = {
-            "status": "True",
-            "reason": "CompletionsReached",
-            "message": "Reached expected number of succeeded pods",
-        }
-        status = {
-            "startTime": began,
-            "completionTime": ended,
-            "succeeded": 1,
-            "ready": 0,
-            "terminating": 0,
-            "uncountedTerminatedPods": {},
-            "conditions": [
-                {**cond, "type": t, "lastTransitionTime": ended, "lastProbeTime": ended}
-                for t in ("SuccessCriteriaMet", "Complete")
-            ],
-        }
         name = created["metadata"]["name"]
         api.request(
             "PATCH",
             f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs/{name}/status",
-            {"status": status},
+            {"status": complete_status(began, ended)},
             "application/merge-patch+json",
         )
         template = body["spec"]["template"]
@@ -548,6 +579,457 @@ def apply_phase(api: Api, op: Operator, kind: str, n: int, ns: str) -> dict[str,
     return {"n": n, "seconds": wall, "operator_cpu_s": cpu, "requests": requests}
 
 
+# -- watches and histograms for the gate and status-lag phases -------------------------------------------
+class EventWatch(threading.Thread):
+    """A watch on one collection, handing every event to `handle(type, object, monotonic time of arrival)`.
+
+    Resumes from the last resourceVersion after a dropped connection (a 410 starts over with a list,
+    whose ADDED events the handlers take as a repeat of what they know)."""
+
+    def __init__(self, api: Api, path: str, handle: Callable[[str, dict[str, Any], float], None]) -> None:
+        super().__init__(daemon=True)
+        self.api, self.path, self.handle = api, path, handle
+        self.stopping = False
+
+    def run(self) -> None:
+        rv = ""
+        while not self.stopping:
+            try:
+                conn = self.api.connect(timeout=None)
+                conn.request("GET", f"{self.path}?watch=1&allowWatchBookmarks=true&resourceVersion={rv}")
+                resp = conn.getresponse()
+                while line := resp.readline():
+                    t = time.monotonic()
+                    ev = json.loads(line)
+                    obj = ev.get("object") or {}
+                    if ev.get("type") == "ERROR":  # 410 Gone: too old to resume from
+                        rv = ""
+                        break
+                    rv = (obj.get("metadata") or {}).get("resourceVersion", rv)
+                    if ev.get("type") != "BOOKMARK":
+                        self.handle(ev["type"], obj, t)
+            except Exception as e:
+                if self.stopping:
+                    return
+                say(f"watch {self.path} reconnecting after {e!r}")
+                time.sleep(0.5)
+
+
+_BUCKET = re.compile(r'^nightshift_reconcile_duration_seconds_bucket\{kind="(\w+)",le="([^"]+)"\} (\S+)$', re.M)
+
+
+def reconcile_buckets(op: Operator) -> dict[str, dict[float, float]]:
+    """kind -> {upper bound: cumulative count} of nightshift_reconcile_duration_seconds."""
+    out: dict[str, dict[float, float]] = {}
+    for kind, le, value in _BUCKET.findall(op.metrics()):
+        out.setdefault(kind, {})[float(le)] = float(value)
+    return out
+
+
+def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> tuple[float, int]:
+    """(estimated q-quantile in seconds, observations) of the observations made between two readings.
+
+    As Prometheus' histogram_quantile: the bucket holding the q-th observation, linearly interpolated
+    between its bounds; in the +Inf bucket, the highest finite bound (a lower bound, then)."""
+    bounds = sorted(after)
+    cum = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = cum[-1] if cum else 0.0
+    if total <= 0:
+        return float("nan"), 0
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, c in zip(bounds, cum, strict=True):
+        if c >= rank:
+            if bound == float("inf"):
+                return lower, int(total)
+            return lower + (bound - lower) * (rank - below) / max(1e-9, c - below), int(total)
+        lower, below = bound, c
+    return lower, int(total)
+
+
+def reconcile_quantiles(before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kind in ("backgroundjob", "gate"):
+        p50, n = bucket_quantile(before.get(kind, {}), after.get(kind, {}), 0.5)
+        p99, _ = bucket_quantile(before.get(kind, {}), after.get(kind, {}), 0.99)
+        out[kind] = {"count": n, "p50_ms": 1000 * p50, "p99_ms": 1000 * p99}
+    return out
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """n, p50, p99, max and mean of `values` (seconds), nan when there are none."""
+    if not values:
+        return {"n": 0, "p50": float("nan"), "p99": float("nan"), "max": float("nan"), "mean": float("nan")}
+    return {
+        "n": len(values),
+        "p50": percentile(values, 0.5),
+        "p99": percentile(values, 0.99),
+        "max": max(values),
+        "mean": statistics.fmean(values),
+    }
+
+
+def _finished(job: dict[str, Any]) -> bool:
+    conds = (job.get("status") or {}).get("conditions") or []
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conds)
+
+
+# -- P3: the gate with many runs waiting on one queue --------------------------------------------------
+GATE_NS = "bench-gate"
+GATE_QUEUE = "bench-queue"
+GATE_CONCURRENCY = 10
+GATE_RUNS_PER_JOB = 10
+
+
+class GateMeter:
+    """Follows the queue's Jobs and pods on two watches: admissions, finishes, pods, and the free slots.
+
+    A free slot is a finish seen while the queue was full (the Jobs admitted and not finished, plus
+    the slots freed and not yet refilled, make its concurrency) and a Job waited; each admission seen
+    takes the oldest free slot, if there is one: the first admissions, into an empty queue, take none.
+    """
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self.lock = threading.Lock()
+        self.created: dict[str, float] = {}
+        self.admitted: dict[str, float] = {}
+        self.finished: dict[str, float] = {}
+        self.failed: set[str] = set()
+        self.pod_created: dict[str, float] = {}
+        self.pod_done: dict[str, float] = {}
+        self.free: list[float] = []  # free slots not yet taken, oldest first
+        self.gaps: list[float] = []  # free slot -> admission, seconds
+        self.running = 0
+        self.max_running = 0
+
+    def on_job(self, kind: str, job: dict[str, Any], t: float) -> None:
+        md = job.get("metadata") or {}
+        name = md.get("name", "")
+        if kind == "DELETED" or (md.get("annotations") or {}).get(names.ANN_QUEUE) != GATE_QUEUE:
+            return
+        with self.lock:
+            self.created.setdefault(name, t)
+            if not (job.get("spec") or {}).get("suspend") and name not in self.admitted:
+                self.admitted[name] = t
+                self.running += 1
+                self.max_running = max(self.max_running, self.running)
+                if self.free:
+                    self.gaps.append(t - self.free.pop(0))
+            if _finished(job) and name in self.admitted and name not in self.finished:
+                self.finished[name] = t
+                if any(c.get("type") == "Failed" for c in (job.get("status") or {}).get("conditions") or []):
+                    self.failed.add(name)
+                waiting = len(self.created) - len(self.admitted)
+                if self.running + len(self.free) >= self.concurrency and waiting > 0:
+                    self.free.append(t)
+                self.running -= 1
+
+    def on_pod(self, kind: str, pod: dict[str, Any], t: float) -> None:
+        job = ((pod.get("metadata") or {}).get("labels") or {}).get("batch.kubernetes.io/job-name")
+        if not job or kind == "DELETED":
+            return
+        with self.lock:
+            self.pod_created.setdefault(job, t)
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                self.pod_done.setdefault(job, t)
+
+    def done(self) -> int:
+        with self.lock:
+            return len(self.finished)
+
+
+def gate_phase(api: Api, op: Operator, n: int) -> dict[str, Any]:
+    """P3: `n` runs asked for at once (BackgroundJobRuns, 10 per on-demand BackgroundJob) on one queue of
+    concurrency 10; the time from each free slot to the admission it allowed, the queue's throughput
+    against what its concurrency allows with this control plane's run time, and where that time goes."""
+    pid = proc_pid(op)
+    base = f"/apis/nightshift.dev/v1alpha1/namespaces/{GATE_NS}"
+    n_jobs = max(1, -(-n // GATE_RUNS_PER_JOB))
+    api.request(
+        "POST",
+        f"{base}/backgroundjobqueues",
+        {
+            "apiVersion": "nightshift.dev/v1alpha1",
+            "kind": "BackgroundJobQueue",
+            "metadata": {"name": GATE_QUEUE, "namespace": GATE_NS},
+            "spec": {"concurrency": GATE_CONCURRENCY},
+        },
+    )
+    spec = {**bench_spec(), "queue": GATE_QUEUE, "concurrencyPolicy": "Allow"}  # Allow: a job's runs queue up
+    jobs = [api.request("POST", f"{base}/backgroundjobs", bgj(f"gate-{i:03d}", GATE_NS, spec)) for i in range(n_jobs)]
+    meter = GateMeter(GATE_CONCURRENCY)
+    watches = [
+        EventWatch(api, f"/apis/batch/v1/namespaces/{GATE_NS}/jobs", meter.on_job),
+        EventWatch(api, f"/api/v1/namespaces/{GATE_NS}/pods", meter.on_pod),
+    ]
+    for w in watches:
+        w.start()
+    wait_quiet(pid)
+    before, cpu0, t0 = reconcile_buckets(op), cpu_seconds(pid), time.monotonic()
+    asks = [(jobs[i % n_jobs], f"{jobs[i % n_jobs]['metadata']['name']}-r{i // n_jobs:03d}") for i in range(n)]
+    with ThreadPoolExecutor(APPLY_WORKERS) as pool:
+        for fut in [
+            pool.submit(api.request, "POST", f"{base}/backgroundjobruns", requests.body(j, r)) for j, r in asks
+        ]:
+            fut.result()
+    t_asked = time.monotonic()
+    say(f"gate: {n} runs asked for on {n_jobs} BackgroundJobs in {t_asked - t0:.1f}s")
+    deadline, last_report = t0 + 120 + 2.0 * n, t0
+    while meter.done() < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gate: only {meter.done()}/{n} runs finished")
+        if time.monotonic() - last_report > 15:
+            last_report = time.monotonic()
+            say(f"gate: {meter.done()}/{n} runs finished, {len(meter.gaps)} admissions measured")
+        time.sleep(0.2)
+    wait_quiet(pid)
+    cpu = cpu_seconds(pid) - cpu0
+    after = reconcile_buckets(op)
+    for w in watches:
+        w.stopping = True
+    with meter.lock:
+        admitted, finished = dict(meter.admitted), dict(meter.finished)
+        pod_created, pod_done = dict(meter.pod_created), dict(meter.pod_done)
+        gaps, failed, max_running = list(meter.gaps), len(meter.failed), meter.max_running
+    first, last = min(admitted.values()), max(finished.values())
+    run_time = [finished[j] - admitted[j] for j in finished]
+    busy = sum(run_time)  # slot-seconds the queue's runs held between the first admission and the last finish
+    bound = GATE_CONCURRENCY / statistics.fmean(run_time)
+
+    def legs(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+        return spread([b[j] - a[j] for j in finished if j in a and j in b])
+
+    result = {
+        "runs": n,
+        "backgroundjobs": n_jobs,
+        "concurrency": GATE_CONCURRENCY,
+        "asked_s": t_asked - t0,
+        "admitted": len(admitted),
+        "finished": len(finished),
+        "failed": failed,
+        "max_running_seen": max_running,
+        "slot_to_admission_s": spread(gaps),
+        "throughput_runs_per_s": len(finished) / (last - first),
+        "bound_runs_per_s": bound,  # concurrency / mean(admission -> finished): the queue's limit at this run time
+        "occupancy": busy / (GATE_CONCURRENCY * (last - first)),
+        "wall_s": last - t0,
+        "admission_to_pod_s": legs(admitted, pod_created),
+        "pod_to_pod_done_s": legs(pod_created, pod_done),
+        "pod_done_to_finished_s": legs(pod_done, finished),
+        "admission_to_finished_s": spread(run_time),
+        "operator_cpu_s": cpu,
+        "reconcile": reconcile_quantiles(before, after),
+    }
+    say(f"gate: {result}")
+    return result
+
+
+def gate_table(r: dict[str, Any]) -> str:
+    gap, rec = r["slot_to_admission_s"], r["reconcile"]
+
+    def ms(x: dict[str, float]) -> str:
+        return f"{1000 * x['p50']:>10.0f} {1000 * x['p99']:>10.0f} {1000 * x['max']:>10.0f}"
+
+    lines = [
+        f"{'gate: ' + str(r['runs']) + ' runs on a queue of ' + str(r['concurrency']):40} {'p50':>10} {'p99':>10} {'max':>10}",
+        f"{'free slot -> admission (ms)':40} {ms(gap)}",
+        f"{'  admissions measured / runs':40} {gap['n']:>10} {r['runs']:>10}",
+        f"{'admission -> pod created (ms)':40} {ms(r['admission_to_pod_s'])}",
+        f"{'pod created -> pod finished (ms)':40} {ms(r['pod_to_pod_done_s'])}",
+        f"{'pod finished -> Job finished (ms)':40} {ms(r['pod_done_to_finished_s'])}",
+        f"{'admission -> Job finished (ms)':40} {ms(r['admission_to_finished_s'])}",
+        f"{'throughput (runs/s)':40} {r['throughput_runs_per_s']:>10.2f}",
+        f"{'  concurrency / mean run time (runs/s)':40} {r['bound_runs_per_s']:>10.2f}",
+        f"{'  slots busy (occupancy)':40} {100 * r['occupancy']:>9.0f}%",
+        f"{'most runs admitted at once (seen)':40} {r['max_running_seen']:>10}",
+        f"{'reconcile backgroundjob p50 / p99 (ms)':40} {rec['backgroundjob']['p50_ms']:>10.0f}"
+        f" {rec['backgroundjob']['p99_ms']:>10.0f}   ({rec['backgroundjob']['count']} passes, from buckets)",
+        f"{'gate pass p50 / p99 (ms)':40} {rec['gate']['p50_ms']:>10.0f} {rec['gate']['p99_ms']:>10.0f}"
+        f"   ({rec['gate']['count']} passes, from buckets)",
+        f"{'operator CPU per run (ms)':40} {1000 * r['operator_cpu_s'] / r['runs']:>10.1f}",
+    ]
+    return "\n".join(lines)
+
+
+# -- P4: status lag at a given rate of run completions -------------------------------------------------
+LAG_NS = "bench-lag"
+
+
+def lag_phase(api: Api, op: Operator, rate: float, n_jobs: int, seconds: float) -> dict[str, Any]:
+    """P4: runs ending at `rate` per second, the time from each one's Complete condition written to
+    its BackgroundJob's status.lastRun showing it Succeeded.
+
+    The runs are the Jobs the operator would create (render.attempt_job), each the newest run of its
+    BackgroundJob, started (status startTime and one active pod, as the Job controller writes it)
+    and completed by the bench through the status subresource, with spec.managedBy so the Job
+    controller leaves them alone (and without pods: a run's result comes from the Job's condition).
+    Each job's next run is started once the watch saw the previous one's end in lastRun, so at the
+    rate asked for as many runs start as end, and every end is measured; a job's runs end every
+    n_jobs / rate seconds."""
+    pid = proc_pid(op)
+    base = f"/apis/nightshift.dev/v1alpha1/namespaces/{LAG_NS}/backgroundjobs"
+    jobs_path = f"/apis/batch/v1/namespaces/{LAG_NS}/jobs"
+    rounds = max(1, -(-int(rate * seconds) // n_jobs))
+    total = n_jobs * rounds
+    watch = Watch(api, LAG_NS)
+    watch.start()
+    names_ = [f"lag-{i:04d}" for i in range(n_jobs)]
+    spec_body = bench_spec()
+    _parallel(n_jobs, lambda i: api.request("POST", base, bgj(names_[i], LAG_NS, spec_body)))
+    uids = {o["metadata"]["name"]: o["metadata"]["uid"] for o in api.request("GET", base)["items"]}
+    spec = BackgroundJobSpec.model_validate(spec_body)
+    settings = Settings()
+    last_sched: dict[str, dt.datetime] = {}
+    ready: queue.Queue[tuple[str, str, int, str]] = queue.Queue()  # (job, run id, round, startTime) to end
+    written: queue.Queue[tuple[str, str, int, float, float]] = queue.Queue()  # + (sent, written) times
+
+    def start_run(job: str, r: int) -> None:
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        when = max(now, last_sched.get(job, now - dt.timedelta(seconds=1)) + dt.timedelta(seconds=1))
+        last_sched[job] = when  # strictly later than the job's previous run: it is the newest
+        attempt = render.Attempt(names.run_id(job, "manual", f"lag-{r}"), trigger="manual", scheduled_time=when)
+        body = render.attempt_job(render.Owner(job, LAG_NS, uids[job]), spec, settings, attempt)
+        body["spec"]["suspend"] = False
+        body["spec"]["managedBy"] = SEED_MANAGER
+        created = api.request("POST", jobs_path, body)
+        api.request(
+            "PATCH",
+            f"{jobs_path}/{created['metadata']['name']}/status",
+            {"status": running_status(_ts(now))},
+            "application/merge-patch+json",
+        )
+        ready.put((job, attempt.run, r, _ts(now)))
+
+    _parallel(n_jobs, lambda i: start_run(names_[i], 0))
+    # the operator must see them as the jobs' current runs before any ends
+    deadline = time.monotonic() + 120 + n_jobs * 0.2
+    first_ids = {job: names.run_id(job, "manual", "lag-0") for job in names_}
+    while True:
+        with watch.lock:
+            shown = sum(1 for job in names_ if watch.last.get(job) == (first_ids[job], "Running"))
+        if shown == n_jobs:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"lag: only {shown}/{n_jobs} BackgroundJobs show their run Running")
+        time.sleep(0.2)
+    wait_quiet(pid)
+    say(f"lag: {n_jobs} BackgroundJobs with a run each; {total} ends at {rate}/s")
+
+    before, cpu0 = reconcile_buckets(op), cpu_seconds(pid)
+    slot_lock = threading.Lock()
+    next_slot = [0]
+    late: list[float] = []
+    t0 = time.monotonic() + 0.5
+
+    def completer() -> None:
+        while True:
+            with slot_lock:
+                i = next_slot[0]
+                next_slot[0] += 1
+            if i >= total:
+                return
+            due = t0 + i / rate
+            if (wait := due - time.monotonic()) > 0:
+                time.sleep(wait)
+            try:
+                job, run_id, r, began = ready.get(timeout=60)
+            except queue.Empty:
+                say("lag: no started run to end for 60s")
+                return
+            ended = _ts(dt.datetime.now(dt.UTC))
+            sent = time.monotonic()
+            late.append(sent - due)
+            api.request(
+                "PATCH",
+                f"{jobs_path}/{run_id}/status",
+                {"status": complete_status(began, max(began, ended))},
+                "application/merge-patch+json",
+            )
+            written.put((job, run_id, r, sent, time.monotonic()))
+
+    threads = [threading.Thread(target=completer, daemon=True) for _ in range(6)]
+    for th in threads:
+        th.start()
+    outstanding: dict[str, tuple[str, int, float, float]] = {}
+    lags: list[float] = []
+    writes: list[tuple[float, float]] = []  # (sent, written) of each end
+    missing = 0
+    measured = 0
+    with ThreadPoolExecutor(4) as pool:
+        starts = []
+        deadline = t0 + total / rate + 120
+        while measured + missing < total:
+            while True:
+                try:
+                    job, run_id, r, sent, done = written.get_nowait()
+                except queue.Empty:
+                    break
+                outstanding[job] = (run_id, r, sent, done)
+                writes.append((sent, done))
+            now = time.monotonic()
+            for job, (run_id, r, _sent, done) in list(outstanding.items()):
+                seen = watch.succeeded(job, run_id)
+                if seen is None and now - done < 30:
+                    continue
+                del outstanding[job]
+                if seen is None:
+                    missing += 1
+                else:
+                    lags.append(seen - done)
+                    measured += 1
+                if r + 1 < rounds:
+                    starts.append(pool.submit(start_run, job, r + 1))
+            if now > deadline:
+                raise TimeoutError(f"lag: {measured + missing}/{total} ends measured")
+            time.sleep(0.01)
+        for fut in starts:
+            fut.result()
+    for th in threads:
+        th.join()
+    watch.stopping = True
+    wait_quiet(pid)
+    cpu = cpu_seconds(pid) - cpu0
+    after = reconcile_buckets(op)
+    span = max(d for _, d in writes) - min(s for s, _ in writes)
+    result = {
+        "rate_asked": rate,
+        "backgroundjobs": n_jobs,
+        "rounds": rounds,
+        "ends": total,
+        "measured": measured,
+        "missing": missing,
+        "rate_achieved": (len(writes) - 1) / span if span > 0 else float("nan"),
+        "seconds": span,
+        "slot_late_s": spread(late),
+        "write_s": spread([d - s for s, d in writes]),
+        "lag_s": spread(lags),
+        "operator_cpu_s": cpu,
+        "reconcile": reconcile_quantiles(before, after),
+    }
+    say(f"lag: {result}")
+    return result
+
+
+def lag_table(r: dict[str, Any]) -> str:
+    lag, rec = r["lag_s"], r["reconcile"]
+    return "\n".join(
+        [
+            f"{'status lag: ' + str(r['ends']) + ' run ends':40} {'p50':>10} {'p99':>10} {'max':>10}",
+            f"{'Complete written -> lastRun (ms)':40} {1000 * lag['p50']:>10.0f} {1000 * lag['p99']:>10.0f}"
+            f" {1000 * lag['max']:>10.0f}",
+            f"{'  ends measured / not seen in 30 s':40} {r['measured']:>10} {r['missing']:>10}",
+            f"{'  the status write itself (ms)':40} {1000 * r['write_s']['p50']:>10.0f}"
+            f" {1000 * r['write_s']['p99']:>10.0f} {1000 * r['write_s']['max']:>10.0f}",
+            f"{'ends per second: asked, achieved':40} {r['rate_asked']:>10.1f} {r['rate_achieved']:>10.1f}"
+            f"   (over {r['seconds']:.1f} s, {r['backgroundjobs']} jobs x {r['rounds']} runs)",
+            f"{'reconcile backgroundjob p50 / p99 (ms)':40} {rec['backgroundjob']['p50_ms']:>10.0f}"
+            f" {rec['backgroundjob']['p99_ms']:>10.0f}   ({rec['backgroundjob']['count']} passes, from buckets)",
+            f"{'operator CPU per run end (ms)':40} {1000 * r['operator_cpu_s'] / r['ends']:>10.1f}",
+        ]
+    )
+
+
 # -- the whole thing ------------------------------------------------------------------------------------
 METRICS = [
     ("reconcile_mean_ms", "reconcile mean (ms)", "{:.2f}"),
@@ -668,7 +1150,12 @@ def apply_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def quick_check(sizes: dict[str, dict[str, Any]], applies: list[dict[str, Any]]) -> list[str]:
+def quick_check(
+    sizes: dict[str, dict[str, Any]],
+    applies: list[dict[str, Any]],
+    gate: dict[str, Any] | None = None,
+    lag: dict[str, Any] | None = None,
+) -> list[str]:
     """What `--quick` fails on: counts and their ratios, never a time (the machine is shared)."""
     problems = []
     base, scale = sizes["baseline"]["metrics"], sizes["scale"]["metrics"]
@@ -686,6 +1173,15 @@ def quick_check(sizes: dict[str, dict[str, Any]], applies: list[dict[str, Any]])
             problems.append(f"apply: {errors:.2f} refused requests per BackgroundJob ({oper})")
         if result["metrics_series_per_job"] > 10:
             problems.append(f"/metrics: {result['metrics_series_per_job']} series per BackgroundJob")
+    if gate is not None:
+        if gate["max_running_seen"] > gate["concurrency"]:
+            problems.append(
+                f"gate: {gate['max_running_seen']} runs admitted at once on a queue of {gate['concurrency']}"
+            )
+        if gate["failed"] or gate["finished"] != gate["runs"]:
+            problems.append(f"gate: {gate['finished']}/{gate['runs']} runs finished, {gate['failed']} failed")
+    if lag is not None and lag["missing"]:
+        problems.append(f"status lag: {lag['missing']}/{lag['ends']} run ends never shown in status.lastRun")
     return problems
 
 
@@ -699,6 +1195,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--apply", default="1000", help="sizes of the apply benchmark, comma-separated (e.g. 1000,10000; 0: none)"
     )
+    parser.add_argument(
+        "--gate",
+        type=int,
+        default=500,
+        help="runs waiting on one queue of concurrency 10 for the gate's latency (P3; 0: leave out)",
+    )
+    parser.add_argument(
+        "--lag", type=float, default=50, help="run ends per second for the status lag (P4; 0: leave out)"
+    )
+    parser.add_argument("--lag-jobs", type=int, default=200, help="BackgroundJobs whose runs end for the status lag")
+    parser.add_argument("--lag-seconds", type=float, default=20, help="how long the runs end at --lag per second")
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -732,7 +1239,7 @@ def main(argv: list[str] | None = None) -> int:
         op = Operator(cp, workdir, webhook=not args.no_webhook)  # after start: it may need the control plane's PKI
         kubectl = Kubectl(cp)
         install_crds(kubectl.cp)
-        served = [NAMESPACE] + [apply_ns("operator", n) for n in apply_sizes]
+        served = [NAMESPACE, GATE_NS, LAG_NS] + [apply_ns("operator", n) for n in apply_sizes]
         for ns in served + [apply_ns(k, n) for n in apply_sizes for k in ("plain", "direct")]:
             kubectl("create", "namespace", ns)
         api = Api(cp)
@@ -767,6 +1274,14 @@ def main(argv: list[str] | None = None) -> int:
         }
         say(f"scale: {sizes['scale']}")
 
+        gate_result = lag_result = None
+        if args.gate > 0:
+            say(f"gate: {args.gate} runs waiting on a queue of concurrency {GATE_CONCURRENCY}")
+            gate_result = gate_phase(api, op, args.gate)
+        if args.lag > 0:
+            say(f"status lag: {args.lag} run ends per second")
+            lag_result = lag_phase(api, op, args.lag, args.lag_jobs, args.lag_seconds)
+
         applies = []
         for n in apply_sizes:
             say(f"apply benchmark, N={n}")
@@ -778,6 +1293,12 @@ def main(argv: list[str] | None = None) -> int:
         for result in applies:
             print()
             print(apply_table(result))
+        if gate_result is not None:
+            print()
+            print(gate_table(gate_result))
+        if lag_result is not None:
+            print()
+            print(lag_table(lag_result))
         print(
             f"\nK={args.k} measured runs per size; total run time {runtime:.0f}s on {os.cpu_count()} CPUs;"
             f" load average {load0[0]:.1f} at the start, {load1[0]:.1f} at the end (1 min)"
@@ -799,6 +1320,8 @@ def main(argv: list[str] | None = None) -> int:
                     "sizes": sizes,
                     "ratios": ratios,
                     "apply": applies,
+                    "gate": gate_result,
+                    "status_lag": lag_result,
                 },
                 indent=2,
             )
@@ -806,7 +1329,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"results: {args.out}")
         if args.quick:
-            problems = quick_check(sizes, applies)
+            problems = quick_check(sizes, applies, gate_result, lag_result)
             for problem in problems:
                 print(f"REGRESSION: {problem}")
             return 1 if problems else 0
