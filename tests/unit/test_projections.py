@@ -2,33 +2,62 @@
 
 from __future__ import annotations
 
-import kopf
+from typing import Any
 
-from nightshift.controller.handlers import _ours, _shared, _termination
-from nightshift.core.runs import with_pod
+from nightshift.api import names
+from nightshift.controller.handlers import PodEnd, _ours, _shared, cronjob_seen, pod_end
+from nightshift.core.runs import termination, with_end, with_pod
 from tests.unit.factories import view
 
 
-def pod(*states: dict[str, object]) -> kopf.Body:
-    return kopf.Body({"status": {"phase": "Failed", "containerStatuses": [{"state": s} for s in states]}})
+def pod(*states: dict[str, object], phase: str = "Failed") -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "team", "name": "p", "labels": {names.LABEL_BGJ: "nightly", "job-name": "j1"}},
+        "status": {"phase": phase, "containerStatuses": [{"state": s} for s in states]},
+    }
 
 
 def test_a_pod_is_its_first_termination() -> None:
     term = {"exitCode": 65, "message": '{"error": "bad input"}', "reason": "Error", "containerID": "c" * 70}
-    assert _termination(pod({"running": {}}, {"terminated": term})) == (65, '{"error": "bad input"}')
-    assert _termination(pod({"running": {}})) is None
-    assert _termination(kopf.Body({"status": {}})) is None
+    assert termination(pod({"running": {}}, {"terminated": term})) == (65, '{"error": "bad input"}')
+    assert termination(pod({"running": {}})) is None
+    assert termination({"status": {}}) is None
+
+
+def test_only_a_finished_pod_is_projected() -> None:
+    term = {"exitCode": 0, "message": None}
+    assert pod_end(pod({"running": {}}, phase="Running")) is None
+    assert pod_end(pod({"terminated": term}, phase="Pending")) is None
+    assert pod_end(pod({"terminated": term}, phase="Succeeded")) == PodEnd("nightly", "j1", "Succeeded", (0, None))
+    assert pod_end(pod(phase="Failed")) == PodEnd("nightly", "j1", "Failed", None)  # evicted before it ran
 
 
 def test_the_slim_pod_gives_the_view_what_the_full_one_did() -> None:
-    """runs.with_pod reads the same exit code and message from the slim projection."""
+    """runs.with_end reads the same exit code and message from the projection as with_pod from the pod."""
     term = {"exitCode": 75, "message": "later", "reason": "Error", "startedAt": "2026-11-23T11:00:00Z"}
     full = {"status": {"containerStatuses": [{"name": "job", "image": "x", "state": {"terminated": term}}]}}
-    exit_code, message = _termination(kopf.Body(full)) or (None, None)
-    slim = {"status": {"containerStatuses": [{"state": {"terminated": {"exitCode": exit_code, "message": message}}}]}}
     v = view("nightly-1")
-    assert with_pod(v, slim) == with_pod(v, full)
-    assert with_pod(v, slim).exit_code == 75
+    assert with_end(v, termination(full)) == with_pod(v, full)
+    assert with_end(v, termination(full)).exit_code == 75
+    assert with_end(v, None) is v
+
+
+def test_a_cronjob_is_its_controller_and_rendered_hash() -> None:
+    cj = {
+        "metadata": {
+            "name": "nightly",
+            "namespace": "team",
+            "creationTimestamp": "2026-11-23T11:00:00Z",
+            "ownerReferences": [{"uid": "other"}, {"uid": "u1", "controller": True}],
+            "annotations": {"nightshift.dev/rendered-hash": "h1"},
+            "managedFields": [{"manager": "x"}],
+        },
+        "spec": {"schedule": "* * * * *"},
+        "status": {"lastScheduleTime": "2026-11-23T11:01:00Z"},
+    }
+    seen = cronjob_seen(cj)
+    assert (seen.controller_uid, seen.rendered_hash) == ("u1", "h1")
+    assert cronjob_seen({**cj, "status": {}}) == seen  # the controller's status writes change nothing
 
 
 def test_only_nightshift_annotations_are_kept() -> None:

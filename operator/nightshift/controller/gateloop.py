@@ -35,8 +35,7 @@ class Gate:
 
     async def loop(self) -> None:
         rt = self.rt
-        while not rt.indexes.bound:
-            await asyncio.sleep(0.2)
+        await rt.indexes.wait_bound()
         next_at: float | None = None
         while True:
             timeout = rt.settings.gate_interval_seconds

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -20,51 +23,33 @@ from nightshift.api.models import GROUP, VERSION
 from nightshift.controller import leader
 from nightshift.controller.admission_log import log_rejections_at_info
 from nightshift.controller.gateloop import Gate
+from nightshift.controller.informer import Informer
 from nightshift.controller.reconciler import Reconciler
 from nightshift.controller.runtime import Key, Runtime
 from nightshift.core import validate
 from nightshift.core.plan import CronJobSeen, RequestSeen
-from nightshift.core.runs import AttemptView, attempt_view, parse_time
+from nightshift.core.runs import AttemptView, Termination, attempt_view, parse_time, termination
 from nightshift.infra import metrics
 from nightshift.infra.credentials import ReloginBackoff
-from nightshift.infra.kube import BACKGROUNDJOBS
+from nightshift.infra.kube import BACKGROUNDJOBS, CRONJOBS, JOBS, PODS
 
 log = logging.getLogger("nightshift")
-_JOB_FILTER = {names.LABEL_BGJ: kopf.PRESENT}
 
 
 def registry(rt: Runtime) -> kopf.OperatorRegistry:
     reg = kopf.OperatorRegistry()
     rec = Reconciler(rt)
     gate = Gate(rt)
-    seen: dict[tuple[str, str, str], Any] = {}  # what we last read of a Job or pod, to drop no-op events
     elector: list[leader.Elector] = []
-
-    views: dict[tuple[str, str], AttemptView | None] = {}  # (uid, resourceVersion) -> the one view of that body
-
-    def view_of(body: kopf.Body) -> AttemptView | None:
-        """One AttemptView per version of a Job, shared by its four indexes and the event handler (each
-        used to parse its own copy: five per Job, where one does)."""
-        key = (body.metadata.uid or "", str(body.metadata.get("resourceVersion") or ""))
-        if key not in views:
-            if len(views) > 256:
-                views.clear()
-            views[key] = attempt_view(body)
-        return views[key]
-
-    def changed(key: tuple[str, str, str], value: Any) -> bool:
-        if key in seen and seen[key] == value:
-            return False
-        seen[key] = value
-        return True
+    jobs, pods, cronjobs = informers(rt, rec)
+    rt.indexes.attach(jobs, pods, cronjobs)
 
     def bind(kwargs: dict[str, Any], *, watch: bool = True) -> None:
         """Bind the indexes on first use; a watch handler also tells readiness that they are filled."""
         if watch:  # kopf calls watch handlers only once every index is filled
             rt.readiness.watched = True
-        if not rt.indexes.bound:
+        if not rt.indexes.kopf_bound:
             rt.indexes.bind(kwargs)
-            rt.readiness.bound = True
 
     async def lead() -> None:
         rt.leading.set()
@@ -128,6 +113,14 @@ def registry(rt: Runtime) -> kopf.OperatorRegistry:
             ready=lambda: rt.readiness.ready(rt.leading.is_set()),
         )
         bind(kwargs, watch=False)
+        for informer in rt.indexes.informers:
+            rt.queue.spawn(informer.run())
+
+        async def mark_bound() -> None:
+            await rt.indexes.wait_bound()
+            rt.readiness.bound = True
+
+        rt.queue.spawn(mark_bound())
         await _first_pass_keys(rt)
         rt.queue.spawn(rt.queue.run_timer())
         for _ in range(s.reconcile_workers):
@@ -184,50 +177,11 @@ def registry(rt: Runtime) -> kopf.OperatorRegistry:
         return {(namespace, name): dict(spec)}
 
     # Index functions return {} rather than None: kopf keeps an object's previous entries when an
-    # index function returns None, so a Job that stopped waiting would stay "waiting" forever.
-    @kopf.index("batch", "v1", "jobs", labels=_JOB_FILTER, registry=reg, id="job_index")
-    async def job_index(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        view = view_of(body)
-        return {(view.namespace, view.bgj): view} if view else {}
-
-    @kopf.index("batch", "v1", "jobs", labels=_JOB_FILTER, registry=reg, id="waiting_index")
-    async def waiting_index(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        view = view_of(body)
-        return {"waiting": view} if view and view.waiting else {}
-
-    @kopf.index("batch", "v1", "jobs", labels=_JOB_FILTER, registry=reg, id="active_index")
-    async def active_index(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        view = view_of(body)
-        return {(view.namespace, view.queue or ""): view} if view and view.active else {}
-
-    @kopf.index("batch", "v1", "jobs", labels=_JOB_FILTER, registry=reg, id="admitted_index")
-    async def admitted_index(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        """Start times per queue, for rate limits (a Job's startTime is set when the gate admits it)."""
-        view = view_of(body)
-        return {(view.namespace, view.queue): view.started} if view and view.queue and view.started else {}
-
-    @kopf.index("", "v1", "pods", labels=_JOB_FILTER, registry=reg, id="pod_index")
-    async def pod_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
-        end = _termination(body)
-        if not job or end is None:
-            return {}  # only a finished container says anything the core reads (runs.with_pod)
-        exit_code, message = end
-        terminated = {"exitCode": exit_code, "message": message}
-        return {(namespace, job): {"status": {"containerStatuses": [{"state": {"terminated": terminated}}]}}}
-
+    # index function returns None. Jobs, pods and CronJobs are not here: see `informers`.
     @kopf.index("", "v1", "configmaps", labels={names.ANN_STOP: kopf.PRESENT}, registry=reg, id="stop_index")
     async def stop_index(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
         scope = "*" if labels.get(names.ANN_STOP) == "cluster" else namespace
         return {scope: (body.get("data") or {}).get("reason", "emergency stop")}
-
-    @kopf.index("batch", "v1", "cronjobs", registry=reg, id="cronjob_index")
-    async def cronjob_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        """Every CronJob, slim: whose it is and what we rendered. Ours and the foreign ones that block a job."""
-        md = body.metadata
-        ctl = next((r.get("uid") for r in md.get("ownerReferences") or [] if r.get("controller")), None)
-        created = parse_time(md.get("creationTimestamp"))
-        return {(namespace, name): CronJobSeen(ctl, (md.annotations or {}).get(names.ANN_HASH), created)}
 
     @kopf.index(GROUP, VERSION, "backgroundjobruns", registry=reg, id="request_index")
     async def request_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
@@ -297,70 +251,6 @@ def registry(rt: Runtime) -> kopf.OperatorRegistry:
             rec.enqueue((namespace, downstream))
         rt.wake.set()
 
-    @kopf.on.event("batch", "v1", "jobs", labels=_JOB_FILTER, registry=reg, id="on_job")
-    async def on_job(
-        event: kopf.RawEvent, namespace: str, name: str, labels: kopf.Labels, body: kopf.Body, **kwargs: Any
-    ) -> None:
-        bind(kwargs)
-        view = view_of(body)
-        if event.get("type") == "DELETED":
-            seen.pop(("job", namespace, name), None)
-            rt.expectations.observed(("delete", namespace, name))
-            rt.expectations.observed(("admit", namespace, name))
-        else:
-            if view is None or not view.waiting:
-                rt.expectations.observed(("admit", namespace, name))
-            if not changed(("job", namespace, name), view):
-                return  # only counters the operator does not read (active, ready, uncounted pods, ...)
-        owner = labels[names.LABEL_BGJ]
-        if rt.indexes.bgj(namespace, owner) is not None:
-            rec.enqueue((namespace, owner))
-            for downstream in rt.indexes.downstream_of(namespace, owner):  # chained runs start on a success
-                rec.enqueue((namespace, downstream))
-        rt.wake.set()
-
-    @kopf.on.event("", "v1", "pods", labels=_JOB_FILTER, registry=reg, id="on_pod")
-    async def on_pod(
-        event: kopf.RawEvent, namespace: str, name: str, labels: kopf.Labels, body: kopf.Body, **kwargs: Any
-    ) -> None:
-        """A finished pod carries the exit code and message; its other updates change nothing we read."""
-        bind(kwargs)
-        phase = body.status.get("phase")
-        if phase not in ("Succeeded", "Failed"):
-            return
-        if event.get("type") == "DELETED":
-            seen.pop(("pod", namespace, name), None)
-        else:
-            if not changed(("pod", namespace, name), (phase, _termination(body))):
-                return
-        if rt.indexes.bgj(namespace, labels[names.LABEL_BGJ]):
-            rec.enqueue((namespace, labels[names.LABEL_BGJ]))
-
-    @kopf.on.event("batch", "v1", "cronjobs", registry=reg, id="on_cronjob")
-    async def on_cronjob(event: kopf.RawEvent, namespace: str, name: str, body: kopf.Body, **kwargs: Any) -> None:
-        """A CronJob named like a BackgroundJob changed or went away: ours to restore, or a conflict ended.
-
-        Only its owner and rendered hash matter: the CronJob controller's status updates start no pass,
-        nor does the watch bringing back the CronJob a pass just wrote (at 10,000 new jobs, a second
-        pass each that wrote nothing).
-        """
-        bind(kwargs)
-        if rt.indexes.bgj(namespace, name) is None:
-            return
-        key = ("cronjob", namespace, name)
-        if event.get("type") == "DELETED":
-            seen.pop(key, None)
-        else:
-            md = body.metadata
-            ctl = next((r.get("uid") for r in md.get("ownerReferences") or [] if r.get("controller")), None)
-            value = (ctl, (md.annotations or {}).get(names.ANN_HASH))
-            if not changed(key, value):
-                return
-            if rt.expectations.pending(key) == value:
-                rt.expectations.observed(key)
-                return  # our own write, back from the watch
-        rec.enqueue((namespace, name))
-
     @kopf.on.event(GROUP, VERSION, "backgroundjobruns", registry=reg, id="on_request")
     async def on_request(event: kopf.RawEvent, namespace: str, body: kopf.Body, **kwargs: Any) -> None:
         bind(kwargs)
@@ -378,19 +268,125 @@ def registry(rt: Runtime) -> kopf.OperatorRegistry:
         bind(kwargs)
         rt.wake.set()
 
-    del (login, configure, cleanup, probe, bgj_index, downstream_index, queue_index, job_index, waiting_index)
-    del (active_index, admitted_index, pod_index, stop_index, cronjob_index, request_index)
-    del (on_bgj, on_job, on_pod, on_cronjob, on_request, on_stop, on_queue)
+    del (login, configure, cleanup, probe, bgj_index, downstream_index, queue_index, stop_index, request_index)
+    del (on_bgj, on_request, on_stop, on_queue)
     return reg
 
 
-def _termination(pod: kopf.Body) -> tuple[Any, Any] | None:
-    """(exit code, message) of the pod's first terminated container: all the core reads of a pod."""
-    for cs in pod.status.get("containerStatuses") or []:
-        term = (cs.get("state") or {}).get("terminated")
-        if term:
-            return term.get("exitCode"), term.get("message")
-    return None
+def informers(rt: Runtime, rec: Reconciler) -> tuple[Informer, Informer, Informer]:
+    """Jobs, pods and CronJobs through plain informers that keep slim projections (controller/informer.py).
+
+    Each change of a projection (not of fields the operator does not read: a Job's active and ready
+    counters, a running pod's conditions, the CronJob controller's status) queues the job's pass.
+    """
+    namespaces = list(rt.settings.namespaces) or None
+
+    def owner_changed(ns: str, owner: str) -> None:
+        if rt.indexes.bgj(ns, owner) is not None:
+            rec.enqueue((ns, owner))
+            for downstream in rt.indexes.downstream_of(ns, owner):  # chained runs start on a success
+                rec.enqueue((ns, downstream))
+        rt.wake.set()
+
+    def on_job(kind: str, key: tuple[str, str], old: AttemptView | None, new: AttemptView | None) -> None:
+        ns, name = key
+        if kind == "DELETED":
+            rt.expectations.observed(("delete", ns, name))
+            rt.expectations.observed(("admit", ns, name))
+        elif new is None or not new.waiting:
+            rt.expectations.observed(("admit", ns, name))
+        view = new or old
+        if view is not None:
+            owner_changed(ns, view.bgj)
+
+    def on_pod(kind: str, key: tuple[str, str], old: PodEnd | None, new: PodEnd | None) -> None:
+        """A finished pod carries the exit code and message; its other updates are not projected."""
+        end = new or old
+        if end is not None and rt.indexes.bgj(key[0], end.bgj):
+            rec.enqueue((key[0], end.bgj))
+
+    def on_cronjob(kind: str, key: tuple[str, str], old: CronJobSeen | None, new: CronJobSeen | None) -> None:
+        """A CronJob named like a BackgroundJob changed or went away: ours to restore, or a conflict ended.
+
+        Only its owner and rendered hash are projected, so the CronJob controller's status updates
+        start no pass, nor does the watch bringing back the CronJob a pass just wrote.
+        """
+        ns, name = key
+        if rt.indexes.bgj(ns, name) is None:
+            return
+        if new is not None:
+            expect = ("cronjob", ns, name)
+            if rt.expectations.pending(expect) == (new.controller_uid, new.rendered_hash):
+                rt.expectations.observed(expect)
+                return  # our own write, back from the watch
+        rec.enqueue((ns, name))
+
+    by_bgj = names.LABEL_BGJ  # a label selector: the key exists
+    jobs = Informer(
+        rt.kube,
+        JOBS,
+        attempt_view,
+        name="jobs",
+        namespaces=namespaces,
+        label_selector=by_bgj,
+        indexers={
+            "job": lambda _, v: ((v.namespace, v.bgj), v),
+            "waiting": lambda _, v: ("waiting", v) if v.waiting else None,
+            "active": lambda _, v: ((v.namespace, v.queue or ""), v) if v.active else None,
+            # start times per queue, for rate limits (a Job's startTime is set when the gate admits it)
+            "admitted": lambda _, v: ((v.namespace, v.queue), v.started) if v.queue and v.started else None,
+        },
+        on_change=on_job,
+    )
+    pods = Informer(
+        rt.kube,
+        PODS,
+        pod_end,
+        name="pods",
+        namespaces=namespaces,
+        label_selector=by_bgj,
+        indexers={"pod": lambda k, p: ((k[0], p.job), p.end) if p.end is not None and p.job else None},
+        on_change=on_pod,
+    )
+    cronjobs = Informer(
+        rt.kube,
+        CRONJOBS,
+        cronjob_seen,
+        name="cronjobs",
+        namespaces=namespaces,
+        indexers={"cronjob": lambda k, c: (k, c)},
+        on_change=on_cronjob,
+    )
+    return jobs, pods, cronjobs
+
+
+@dataclass(frozen=True, slots=True)
+class PodEnd:
+    """A finished pod, as the core reads it: whose run it was and how its container ended."""
+
+    bgj: str
+    job: str
+    phase: str
+    end: Termination | None
+
+
+def pod_end(pod: Mapping[str, Any]) -> PodEnd | None:
+    """Only a finished pod is kept (its exit code and message); a pending or running one is not stored."""
+    phase = (pod.get("status") or {}).get("phase")
+    if phase not in ("Succeeded", "Failed"):
+        return None
+    md = pod.get("metadata") or {}
+    labels = md.get("labels") or {}
+    job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name") or ""
+    return PodEnd(sys.intern(labels.get(names.LABEL_BGJ) or ""), job, sys.intern(phase), termination(pod))
+
+
+def cronjob_seen(cronjob: Mapping[str, Any]) -> CronJobSeen:
+    """Every CronJob, slim: whose it is and what we rendered. Ours and the foreign ones that block a job."""
+    md = cronjob.get("metadata") or {}
+    ctl = next((r.get("uid") for r in md.get("ownerReferences") or [] if r.get("controller")), None)
+    created = parse_time(md.get("creationTimestamp"))
+    return CronJobSeen(ctl, (md.get("annotations") or {}).get(names.ANN_HASH), created)
 
 
 def _shared(watched: dict[str, Any], written: tuple[str, dict[str, Any]] | None) -> dict[str, Any]:

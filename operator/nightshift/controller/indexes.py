@@ -1,11 +1,16 @@
-"""The operator's view of the cluster: kopf indexes, bound once, read by observe and the gate.
+"""The operator's view of the cluster, read by observe and the gate: O(1) lookups in memory, so no
+handler lists objects from the API.
 
-kopf fills indexes from its watch streams before any handler runs, so lookups are O(1) in memory
-and no handler lists objects from the API. Parsed specs are cached per (uid, generation).
+BackgroundJobs, queues, run requests and stop ConfigMaps come from kopf's indexes (kopf fills them
+before any handler runs). Jobs, pods and CronJobs, which there are tens of thousands of, come from
+the plain informers (controller/informer.py), which keep only slim projections. The view is ready
+once kopf has bound its indexes and every informer has listed. Parsed specs are cached per (uid,
+generation).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
@@ -14,6 +19,7 @@ import kopf
 from pydantic import ValidationError
 
 from nightshift.api.models import BackgroundJobQueueSpec, BackgroundJobSpec
+from nightshift.controller.informer import Informer, MultiIndex
 from nightshift.core import runs as runs_mod
 from nightshift.core.plan import CronJobSeen, RequestSeen
 from nightshift.core.runs import AttemptView, Run
@@ -21,7 +27,10 @@ from nightshift.core.runs import AttemptView, Run
 Key = tuple[str, str]
 
 
-def _one(index: kopf.Index[Any, Any] | None, key: Any) -> Any:
+Index = kopf.Index[Any, Any] | MultiIndex[Any, Any]
+
+
+def _one(index: Index | None, key: Any) -> Any:
     if index is None or key not in index:
         return None
     for value in index[key]:
@@ -32,34 +41,46 @@ def _one(index: kopf.Index[Any, Any] | None, key: Any) -> Any:
 class Indexes:
     def __init__(self) -> None:
         self.bgjs: kopf.Index[Key, dict[str, Any]] | None = None
-        self.jobs: kopf.Index[Key, AttemptView] | None = None
-        self.pods: kopf.Index[Key, dict[str, Any]] | None = None
+        self.jobs: MultiIndex[Key, AttemptView] | None = None
+        self.pods: MultiIndex[Key, runs_mod.Termination] | None = None
         self.queues: kopf.Index[Key, dict[str, Any]] | None = None
-        self.waiting: kopf.Index[str, AttemptView] | None = None
-        self.active: kopf.Index[Key, AttemptView] | None = None
+        self.waiting: MultiIndex[str, AttemptView] | None = None
+        self.active: MultiIndex[Key, AttemptView] | None = None
         self.downstream: kopf.Index[Key, str] | None = None
         self.stops: kopf.Index[str, str] | None = None
-        self.admitted: kopf.Index[Key, dt.datetime] | None = None
-        self.cronjobs: kopf.Index[Key, CronJobSeen] | None = None
+        self.admitted: MultiIndex[Key, dt.datetime] | None = None
+        self.cronjobs: MultiIndex[Key, CronJobSeen] | None = None
         self.requests: kopf.Index[Key, RequestSeen] | None = None
         self._specs: dict[tuple[str, int], BackgroundJobSpec | None] = {}
-        self.bound = False
+        self.informers: list[Informer] = []
+        self.kopf_bound = False
+
+    @property
+    def bound(self) -> bool:
+        """kopf's indexes are bound and every informer has listed: a pass may trust what it reads."""
+        return self.kopf_bound and all(i.synced.is_set() for i in self.informers)
+
+    async def wait_bound(self) -> None:
+        while not self.bound:
+            await asyncio.sleep(0.1)
 
     def bind(self, kwargs: Mapping[str, Any]) -> None:
-        if self.bound or "bgj_index" not in kwargs:
+        if self.kopf_bound or "bgj_index" not in kwargs:
             return
         self.bgjs = kwargs["bgj_index"]
-        self.jobs = kwargs["job_index"]
-        self.pods = kwargs["pod_index"]
         self.queues = kwargs["queue_index"]
-        self.waiting = kwargs["waiting_index"]
-        self.active = kwargs["active_index"]
         self.downstream = kwargs["downstream_index"]
         self.stops = kwargs["stop_index"]
-        self.admitted = kwargs["admitted_index"]
-        self.cronjobs = kwargs["cronjob_index"]
         self.requests = kwargs["request_index"]
-        self.bound = True
+        self.kopf_bound = True
+
+    def attach(self, jobs: Informer, pods: Informer, cronjobs: Informer) -> None:
+        """The informers' indexes (see handlers.informers for what each files where)."""
+        self.jobs, self.waiting = jobs.indexes["job"], jobs.indexes["waiting"]
+        self.active, self.admitted = jobs.indexes["active"], jobs.indexes["admitted"]
+        self.pods = pods.indexes["pod"]
+        self.cronjobs = cronjobs.indexes["cronjob"]
+        self.informers = [jobs, pods, cronjobs]
 
     # -- BackgroundJobs ---------------------------------------------------------------------------
     def bgj(self, ns: str, name: str) -> dict[str, Any] | None:
@@ -101,7 +122,7 @@ class Indexes:
     def attempts(self, ns: str, bgj: str) -> list[AttemptView]:
         if self.jobs is None or (ns, bgj) not in self.jobs:
             return []
-        return [runs_mod.with_pod(v, _one(self.pods, (ns, v.name))) for v in self.jobs[(ns, bgj)]]
+        return [runs_mod.with_end(v, _one(self.pods, (ns, v.name))) for v in self.jobs[(ns, bgj)]]
 
     def runs(self, ns: str, bgj: str) -> list[Run]:
         return runs_mod.group(self.attempts(ns, bgj))

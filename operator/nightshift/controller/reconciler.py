@@ -33,6 +33,7 @@ class Reconciler:
 
     async def worker(self) -> None:
         rt = self.rt
+        await rt.indexes.wait_bound()  # a pass before the informers have listed would miss runs
         while True:
             key = await rt.queue.get()
             echo_only = self._echo_only.pop(key, False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -28,9 +29,10 @@ def parse_time(value: str | None) -> dt.datetime | None:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AttemptView:
-    """What the operator needs of one Job; small, so indexes stay small as Jobs grow."""
+    """What the operator needs of one Job; small, so indexes stay small as Jobs grow (slots, no
+    per-instance dict; the strings many Jobs share are interned: 50,000 Jobs are held at once)."""
 
     name: str
     namespace: str
@@ -93,13 +95,16 @@ def attempt_view(job: Obj) -> AttemptView | None:
             params = json.loads(ann[names.ANN_PARAMS])
         except ValueError:
             params = None
+    name = md["name"]
+    run = labels.get(names.LABEL_RUN) or name
+    queue = ann.get(names.ANN_QUEUE)
     return AttemptView(
-        name=md["name"],
-        namespace=md.get("namespace", ""),
-        bgj=bgj,
-        run=labels.get(names.LABEL_RUN) or md["name"],
+        name=name,
+        namespace=sys.intern(md.get("namespace", "")),
+        bgj=sys.intern(bgj),
+        run=name if run == name else run,
         attempt=int(ann.get(names.ANN_ATTEMPT, "1") or 1),
-        trigger=ann.get(names.ANN_TRIGGER, "schedule"),
+        trigger=sys.intern(ann.get(names.ANN_TRIGGER, "schedule")),
         created=parse_time(md.get("creationTimestamp")) or dt.datetime.now(dt.UTC),
         scheduled=scheduled,
         not_before=parse_time(ann.get(names.ANN_NOT_BEFORE)),
@@ -112,8 +117,8 @@ def attempt_view(job: Obj) -> AttemptView | None:
         failure_message=(failed or {}).get("message"),
         outcome=ann.get(names.ANN_OUTCOME),
         gate=ann.get(names.ANN_GATE),
-        priority=ann.get(names.ANN_PRIORITY, "medium"),
-        queue=ann.get(names.ANN_QUEUE),
+        priority=sys.intern(ann.get(names.ANN_PRIORITY, "medium")),
+        queue=sys.intern(queue) if queue else queue,
         params=params,
         counted=ann.get(names.ANN_COUNTED),
         history_pending=names.ANN_HISTORY_PENDING in ann,
@@ -121,15 +126,28 @@ def attempt_view(job: Obj) -> AttemptView | None:
     )
 
 
-def with_pod(view: AttemptView, pod: Obj | None) -> AttemptView:
-    """Copy the exit code and termination message of the attempt's pod into its view."""
-    if not pod:
-        return view
+Termination = tuple[Any, Any]  # (exit code, message) of a pod's first terminated container
+
+
+def termination(pod: Obj) -> Termination | None:
+    """All the core reads of a pod: its first terminated container's exit code and message."""
     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
         term = (cs.get("state") or {}).get("terminated")
         if term:
-            return replace(view, exit_code=term.get("exitCode"), message=term.get("message"))
-    return view
+            return term.get("exitCode"), term.get("message")
+    return None
+
+
+def with_end(view: AttemptView, end: Termination | None) -> AttemptView:
+    """Copy the exit code and termination message of the attempt's pod into its view."""
+    if end is None:
+        return view
+    return replace(view, exit_code=end[0], message=end[1])
+
+
+def with_pod(view: AttemptView, pod: Obj | None) -> AttemptView:
+    """Copy the exit code and termination message of the attempt's pod into its view."""
+    return with_end(view, termination(pod)) if pod else view
 
 
 @dataclass(frozen=True)

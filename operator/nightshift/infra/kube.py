@@ -271,22 +271,41 @@ class Kube:
             params["labelSelector"] = label_selector
         if resource_version:
             params["resourceVersion"] = resource_version
+        async for event in self.watch_raw(res.path(namespace), {k: str(v) for k, v in params.items()}, timeout_seconds):
+            yield event
+
+    async def watch_raw(
+        self, path: str, params: Mapping[str, str], timeout_seconds: int
+    ) -> AsyncIterator[tuple[str, Obj]]:
+        """One watch window on a path with the caller's parameters (the informers' reflector loops)."""
         async with await self._send(
             "GET",
-            self.server + res.path(namespace),
-            params={k: str(v) for k, v in params.items()},
+            self.server + path,
+            params=dict(params),
             timeout=aiohttp.ClientTimeout(total=timeout_seconds + 30, sock_read=timeout_seconds + 30),
         ) as resp:
             if resp.status >= 400:
                 raise _api_error(resp.status, await resp.text())
-            async for line in resp.content:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                if event.get("type") == "ERROR":
-                    status = event.get("object", {})
-                    raise ApiError(status.get("code", 500), status.get("reason", ""), status.get("message", ""))
-                yield event["type"], event["object"]
+            async for event in _events(resp):
+                yield event
+
+
+async def _events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, Obj]]:
+    """(type, object) per line of a watch stream. Lines are split here, not by aiohttp's readline,
+    which refuses lines over 128 KiB (an object with a large annotation)."""
+    buffer = bytearray()
+    async for chunk in resp.content.iter_any():
+        buffer.extend(chunk)
+        while (end := buffer.find(b"\n")) >= 0:
+            line = bytes(buffer[:end])
+            del buffer[: end + 1]
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            if event.get("type") == "ERROR":
+                status = event.get("object", {})
+                raise ApiError(status.get("code", 500), status.get("reason", ""), status.get("message", ""))
+            yield event["type"], event["object"]
 
 
 def event_body(involved: Obj, type_: str, reason: str, message: str, component: str = "nightshift") -> Obj:
