@@ -29,7 +29,7 @@ from nightshift.controller.runtime import Key, Runtime
 from nightshift.core import validate
 from nightshift.core.plan import CronJobSeen, RequestSeen
 from nightshift.core.runs import AttemptView, Termination, attempt_view, parse_time, termination
-from nightshift.infra import metrics
+from nightshift.infra import memory, metrics
 from nightshift.infra.credentials import ReloginBackoff
 from nightshift.infra.kube import BACKGROUNDJOBS, CRONJOBS, JOBS, PODS
 
@@ -119,8 +119,10 @@ def registry(rt: Runtime) -> kopf.OperatorRegistry:
         async def mark_bound() -> None:
             await rt.indexes.wait_bound()
             rt.readiness.bound = True
+            memory.trim()  # the listed pages are parsed and dropped: give their heap back
 
         rt.queue.spawn(mark_bound())
+        rt.queue.spawn(memory.trim_every(60))
         await _first_pass_keys(rt)
         rt.queue.spawn(rt.queue.run_timer())
         for _ in range(s.reconcile_workers):

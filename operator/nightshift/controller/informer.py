@@ -88,7 +88,7 @@ class Informer:
         label_selector: str | None = None,
         indexers: Mapping[str, Indexer] | None = None,
         on_change: Change | None = None,
-        page: int = 500,
+        page: int = 100,  # a page of Jobs parsed is ~5 MB of dicts for a moment; 100 keeps that small
         watch_seconds: int = 300,
     ) -> None:
         self.kube = kube
