@@ -98,3 +98,15 @@ def test_the_multi_index_iterates_over_a_copy() -> None:
     assert set(ix) == {"k1", "k2", "k3"}
     ix.file(("n", "a"), None)
     assert "k1" not in ix
+
+
+def test_an_object_may_be_filed_under_several_keys() -> None:
+    ix: MultiIndex[str, str] = MultiIndex()
+    ix.file(("n", "c"), [("a", "c"), ("b", "c"), ("a", "c")])  # runs after a and b (a named twice)
+    ix.file(("n", "d"), [("a", "d")])
+    assert sorted(ix["a"]) == ["c", "d"] and list(ix["b"]) == ["c"]
+    ix.file(("n", "c"), [("b", "c")])
+    assert list(ix["a"]) == ["d"] and list(ix["b"]) == ["c"]
+    ix.file(("n", "c"), [])
+    ix.file(("n", "d"), None)
+    assert len(ix) == 0 and ix.objects() == 0

@@ -25,7 +25,7 @@ from nightshift.controller.admission_log import log_rejections_at_info
 from nightshift.controller.gateloop import Gate
 from nightshift.controller.informer import Informer
 from nightshift.controller.reconciler import Reconciler
-from nightshift.controller.runtime import Key, Runtime
+from nightshift.controller.runtime import Runtime
 from nightshift.core import validate
 from nightshift.core.plan import CronJobSeen, RequestSeen
 from nightshift.core.runs import AttemptView, Termination, attempt_view, parse_time, termination
@@ -41,8 +41,7 @@ def registry(rt: Runtime) -> kopf.OperatorRegistry:
     rec = Reconciler(rt)
     gate = Gate(rt)
     elector: list[leader.Elector] = []
-    jobs, pods, cronjobs = informers(rt, rec)
-    rt.indexes.attach(jobs, pods, cronjobs)
+    rt.indexes.attach(*informers(rt, rec))
 
     def bind(kwargs: dict[str, Any], *, watch: bool = True) -> None:
         """Bind the indexes on first use; a watch handler also tells readiness that they are filled."""
@@ -118,12 +117,13 @@ def registry(rt: Runtime) -> kopf.OperatorRegistry:
 
         async def mark_bound() -> None:
             await rt.indexes.wait_bound()
-            rt.readiness.bound = True
+            # readiness waits for one pass of every BackgroundJob listed at start-up
+            rt.readiness.first_pass = frozenset(rt.indexes.bgjs or ())
+            rt.readiness.bound = rt.readiness.watched = True
             memory.trim()  # the listed pages are parsed and dropped: give their heap back
 
         rt.queue.spawn(mark_bound())
         rt.queue.spawn(memory.trim_every(60))
-        await _first_pass_keys(rt)
         rt.queue.spawn(rt.queue.run_timer())
         for _ in range(s.reconcile_workers):
             rt.queue.spawn(rec.worker())
@@ -156,24 +156,6 @@ def registry(rt: Runtime) -> kopf.OperatorRegistry:
         return rt.indexes.bound
 
     # -- indexes ------------------------------------------------------------------------------------------
-    @kopf.index(GROUP, VERSION, "backgroundjobs", registry=reg, id="bgj_index")
-    async def bgj_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        md = body.metadata
-        return {
-            (namespace, name): {
-                "uid": md.uid,
-                "generation": md.get("generation", 1),
-                "spec": dict(body.spec),
-                "status": _shared(dict(body.status), rt.status.written.get((namespace, name))),
-                "annotations": _ours(md.annotations),
-                "created": md.get("creationTimestamp"),
-            }
-        }
-
-    @kopf.index(GROUP, VERSION, "backgroundjobs", registry=reg, id="downstream_index")
-    async def downstream_index(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
-        return {(namespace, up): name for up in spec.get("runAfter") or []}
-
     @kopf.index(GROUP, VERSION, "backgroundjobqueues", registry=reg, id="queue_index")
     async def queue_index(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[Any, Any]:
         return {(namespace, name): dict(spec)}
@@ -238,21 +220,6 @@ def registry(rt: Runtime) -> kopf.OperatorRegistry:
             raise kopf.AdmissionError(f"{problem.reason}: {problem.message}", code=422)
 
     # -- watch events feed the queue ------------------------------------------------------------------------
-    @kopf.on.event(GROUP, VERSION, "backgroundjobs", registry=reg, id="on_bgj")
-    async def on_bgj(event: kopf.RawEvent, namespace: str, name: str, **kwargs: Any) -> None:
-        bind(kwargs)
-        key = (namespace, name)
-        if event.get("type") == "DELETED":
-            metrics.forget_job(namespace, name)
-            rt.status.forget(key)
-            rt.queue.discard(key)
-            rt.readiness.passed(key)
-            return
-        rec.enqueue(key, maybe_echo=True)
-        for downstream in rt.indexes.downstream_of(namespace, name):  # a new upstream may unblock a chain
-            rec.enqueue((namespace, downstream))
-        rt.wake.set()
-
     @kopf.on.event(GROUP, VERSION, "backgroundjobruns", registry=reg, id="on_request")
     async def on_request(event: kopf.RawEvent, namespace: str, body: kopf.Body, **kwargs: Any) -> None:
         bind(kwargs)
@@ -270,18 +237,44 @@ def registry(rt: Runtime) -> kopf.OperatorRegistry:
         bind(kwargs)
         rt.wake.set()
 
-    del (login, configure, cleanup, probe, bgj_index, downstream_index, queue_index, stop_index, request_index)
-    del (on_bgj, on_request, on_stop, on_queue)
+    del (login, configure, cleanup, probe, queue_index, stop_index, request_index, on_request, on_stop, on_queue)
     return reg
 
 
-def informers(rt: Runtime, rec: Reconciler) -> tuple[Informer, Informer, Informer]:
-    """Jobs, pods and CronJobs through plain informers that keep slim projections (controller/informer.py).
+def informers(rt: Runtime, rec: Reconciler) -> tuple[Informer, Informer, Informer, Informer]:
+    """BackgroundJobs, Jobs, pods and CronJobs through plain informers that keep slim projections
+    (controller/informer.py), not kopf's per-object machinery.
 
     Each change of a projection (not of fields the operator does not read: a Job's active and ready
-    counters, a running pod's conditions, the CronJob controller's status) queues the job's pass.
+    counters, a running pod's conditions, the CronJob controller's status, kubectl's
+    last-applied-configuration) queues the job's pass.
     """
     namespaces = list(rt.settings.namespaces) or None
+
+    def bgj_entry(body: Mapping[str, Any]) -> dict[str, Any]:
+        md = body.get("metadata") or {}
+        key = (md.get("namespace") or "", md.get("name") or "")
+        return {
+            "uid": md.get("uid"),
+            "generation": md.get("generation", 1),
+            "spec": dict(body.get("spec") or {}),
+            "status": _shared(dict(body.get("status") or {}), rt.status.written.get(key)),
+            "annotations": _ours(md.get("annotations") or {}),
+            "created": md.get("creationTimestamp"),
+        }
+
+    def on_bgj(kind: str, key: tuple[str, str], old: Any, new: Any) -> None:
+        ns, name = key
+        if kind == "DELETED":
+            metrics.forget_job(ns, name)
+            rt.status.forget(key)
+            rt.queue.discard(key)
+            rt.readiness.passed(key)
+            return
+        rec.enqueue(key, maybe_echo=True)
+        for downstream in rt.indexes.downstream_of(ns, name):  # a new upstream may unblock a chain
+            rec.enqueue((ns, downstream))
+        rt.wake.set()
 
     def owner_changed(ns: str, owner: str) -> None:
         if rt.indexes.bgj(ns, owner) is not None:
@@ -323,6 +316,18 @@ def informers(rt: Runtime, rec: Reconciler) -> tuple[Informer, Informer, Informe
                 return  # our own write, back from the watch
         rec.enqueue((ns, name))
 
+    bgjs = Informer(
+        rt.kube,
+        BACKGROUNDJOBS,
+        bgj_entry,
+        name="backgroundjobs",
+        namespaces=namespaces,
+        indexers={
+            "bgj": lambda k, e: (k, e),
+            "downstream": lambda k, e: [((k[0], up), k[1]) for up in e["spec"].get("runAfter") or []],
+        },
+        on_change=on_bgj,
+    )
     by_bgj = names.LABEL_BGJ  # a label selector: the key exists
     jobs = Informer(
         rt.kube,
@@ -359,7 +364,7 @@ def informers(rt: Runtime, rec: Reconciler) -> tuple[Informer, Informer, Informe
         indexers={"cronjob": lambda k, c: (k, c)},
         on_change=on_cronjob,
     )
-    return jobs, pods, cronjobs
+    return bgjs, jobs, pods, cronjobs
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,14 +411,3 @@ def _ours(annotations: Any) -> dict[str, str]:
     return {
         k: v for k, v in annotations.items() if k.startswith(prefix) and not k.endswith("last-handled-configuration")
     }
-
-
-async def _first_pass_keys(rt: Runtime) -> None:
-    """Readiness waits for one pass of every BackgroundJob that exists at start-up (one list, once)."""
-    keys: set[Key] = set()
-    namespaces: list[str | None] = list(rt.settings.namespaces) or [None]
-    for ns in namespaces:
-        for obj in await rt.kube().list(BACKGROUNDJOBS, ns):
-            md = obj.get("metadata") or {}
-            keys.add((md.get("namespace", ""), md.get("name", "")))
-    rt.readiness.first_pass = frozenset(keys)

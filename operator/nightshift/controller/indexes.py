@@ -1,9 +1,9 @@
 """The operator's view of the cluster, read by observe and the gate: O(1) lookups in memory, so no
 handler lists objects from the API.
 
-BackgroundJobs, queues, run requests and stop ConfigMaps come from kopf's indexes (kopf fills them
-before any handler runs). Jobs, pods and CronJobs, which there are tens of thousands of, come from
-the plain informers (controller/informer.py), which keep only slim projections. The view is ready
+BackgroundJobs, Jobs, pods and CronJobs, which there are tens of thousands of, come from the plain
+informers (controller/informer.py), which keep only slim projections. Queues, run requests and stop
+ConfigMaps come from kopf's indexes (kopf fills them before any handler runs). The view is ready
 once kopf has bound its indexes and every informer has listed. Parsed specs are cached per (uid,
 generation).
 """
@@ -40,13 +40,13 @@ def _one(index: Index | None, key: Any) -> Any:
 
 class Indexes:
     def __init__(self) -> None:
-        self.bgjs: kopf.Index[Key, dict[str, Any]] | None = None
+        self.bgjs: MultiIndex[Key, dict[str, Any]] | None = None
         self.jobs: MultiIndex[Key, AttemptView] | None = None
         self.pods: MultiIndex[Key, runs_mod.Termination] | None = None
         self.queues: kopf.Index[Key, dict[str, Any]] | None = None
         self.waiting: MultiIndex[str, AttemptView] | None = None
         self.active: MultiIndex[Key, AttemptView] | None = None
-        self.downstream: kopf.Index[Key, str] | None = None
+        self.downstream: MultiIndex[Key, str] | None = None
         self.stops: kopf.Index[str, str] | None = None
         self.admitted: MultiIndex[Key, dt.datetime] | None = None
         self.cronjobs: MultiIndex[Key, CronJobSeen] | None = None
@@ -65,22 +65,21 @@ class Indexes:
             await asyncio.sleep(0.1)
 
     def bind(self, kwargs: Mapping[str, Any]) -> None:
-        if self.kopf_bound or "bgj_index" not in kwargs:
+        if self.kopf_bound or "queue_index" not in kwargs:
             return
-        self.bgjs = kwargs["bgj_index"]
         self.queues = kwargs["queue_index"]
-        self.downstream = kwargs["downstream_index"]
         self.stops = kwargs["stop_index"]
         self.requests = kwargs["request_index"]
         self.kopf_bound = True
 
-    def attach(self, jobs: Informer, pods: Informer, cronjobs: Informer) -> None:
+    def attach(self, bgjs: Informer, jobs: Informer, pods: Informer, cronjobs: Informer) -> None:
         """The informers' indexes (see handlers.informers for what each files where)."""
+        self.bgjs, self.downstream = bgjs.indexes["bgj"], bgjs.indexes["downstream"]
         self.jobs, self.waiting = jobs.indexes["job"], jobs.indexes["waiting"]
         self.active, self.admitted = jobs.indexes["active"], jobs.indexes["admitted"]
         self.pods = pods.indexes["pod"]
         self.cronjobs = cronjobs.indexes["cronjob"]
-        self.informers = [jobs, pods, cronjobs]
+        self.informers = [bgjs, jobs, pods, cronjobs]
 
     # -- BackgroundJobs ---------------------------------------------------------------------------
     def bgj(self, ns: str, name: str) -> dict[str, Any] | None:

@@ -35,25 +35,29 @@ Change = Callable[[str, ObjKey, Any, Any], None]
 class MultiIndex(Mapping[K, Collection[V]], Generic[K, V]):
     """key -> the values of the objects filed under it, as kopf.Index reads (`in`, `[key]`, iteration).
 
-    Each object is filed under at most one key; filing it again replaces its previous entry, so an
-    object that stops matching (a Job no longer waiting) leaves the index at once.
+    An object is filed under one key (a Job under its BackgroundJob), or several (a BackgroundJob
+    under each job it runs after); filing it again replaces its previous entries, so an object that
+    stops matching (a Job no longer waiting) leaves the index at once.
     """
 
     def __init__(self) -> None:
         self._by_key: dict[K, dict[ObjKey, V]] = {}
-        self._key_of: dict[ObjKey, K] = {}
+        self._key_of: dict[ObjKey, Any] = {}  # the key, or _Keys when filed under several
 
-    def file(self, obj: ObjKey, entry: tuple[K, V] | None) -> None:
+    def file(self, obj: ObjKey, entry: Entries | None) -> None:
         old = self._key_of.pop(obj, None)
-        if old is not None:
-            bucket = self._by_key[old]
+        for key in old if isinstance(old, _Keys) else () if old is None else (old,):
+            bucket = self._by_key[key]
             del bucket[obj]
             if not bucket:
-                del self._by_key[old]
-        if entry is not None:
-            key, value = entry
+                del self._by_key[key]
+        pairs = entry if isinstance(entry, list) else [] if entry is None else [entry]
+        for key, value in pairs:
             self._by_key.setdefault(key, {})[obj] = value
-            self._key_of[obj] = key
+        if len(pairs) == 1:
+            self._key_of[obj] = pairs[0][0]
+        elif pairs:
+            self._key_of[obj] = _Keys(dict.fromkeys(k for k, _ in pairs))
 
     def __getitem__(self, key: K) -> Collection[V]:
         return self._by_key[key].values()
@@ -71,7 +75,12 @@ class MultiIndex(Mapping[K, Collection[V]], Generic[K, V]):
         return len(self._key_of)
 
 
-Indexer = Callable[[ObjKey, Any], tuple[Any, Any] | None]  # (object key, projection) -> (index key, value)
+class _Keys(tuple[Any, ...]):
+    """The keys of an object filed under several (a plain tuple could be one key)."""
+
+
+Entries = tuple[Any, Any] | list[tuple[Any, Any]]  # one (index key, value), or a list of them
+Indexer = Callable[[ObjKey, Any], Entries | None]  # (object key, projection) -> where to file it
 
 
 class Informer:
