@@ -1,7 +1,8 @@
 # mypy: disable-error-code="arg-type"
-"""kopf registrations: indexes and watch handlers that feed the work queue. No decisions live here.
+"""kopf registrations and the informers: what feeds the indexes and the work queue. No decisions live here.
 
-`registry(rt)` builds a kopf registry bound to one Runtime: nothing is registered at import time, and
+`registry(rt)` builds a kopf registry bound to one Runtime, with the informers for BackgroundJobs,
+Jobs, pods and CronJobs (`informers`) started from its start-up handler: nothing is registered at import time, and
 whether the webhook handler exists depends on the settings the Runtime was built with, not on the
 environment when this module was imported. Every handler only updates memory (indexes, expectations)
 and enqueues keys; the reconciler and the gate do the work.

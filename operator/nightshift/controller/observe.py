@@ -1,6 +1,6 @@
 """observe(key): one BackgroundJob's world as the indexes hold it, for the pure plan.
 
-Reads memory only (kopf's indexes and the status this operator last wrote; it notes what it read, for
+Reads memory only (the indexes and the status this operator last wrote; it notes what it read, for
 the echo check): no API call, so a pass costs the same however many objects the cluster holds.
 """
 
