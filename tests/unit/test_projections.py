@@ -6,6 +6,7 @@ from typing import Any
 
 from nightshift.api import names
 from nightshift.controller.handlers import PodEnd, _ours, _shared, cronjob_seen, pod_end
+from nightshift.controller.indexes import BgjSeen, canonical
 from nightshift.core.runs import termination, with_end, with_pod
 from tests.unit.factories import view
 
@@ -71,9 +72,22 @@ def test_only_nightshift_annotations_are_kept() -> None:
 
 
 def test_the_watched_status_shares_the_written_one_when_equal() -> None:
-    written = {"consecutiveFailures": 0, "conditions": [{"type": "Ready", "status": "True"}]}
-    same = {"consecutiveFailures": 0, "conditions": [{"type": "Ready", "status": "True"}]}
+    written = canonical({"consecutiveFailures": 0, "conditions": [{"type": "Ready", "status": "True"}]})
+    same = canonical({"conditions": [{"status": "True", "type": "Ready"}], "consecutiveFailures": 0})  # key order
+    assert same == written and same is not written
     assert _shared(same, ("uid", written)) is written
-    other = {**same, "consecutiveFailures": 1}
+    other = canonical({"consecutiveFailures": 1})
     assert _shared(other, ("uid", written)) is other
     assert _shared(same, None) is same
+
+
+def test_a_backgroundjob_is_kept_as_canonical_json_and_read_back_whole() -> None:
+    spec = {"schedule": "0 0 1 1 *", "job": {"image": "x", "command": ["true"]}, "runAfter": ["a"]}
+    status = {"conditions": [{"type": "Ready", "status": "True"}], "nextScheduleTime": "2027-01-01T00:00:00Z"}
+    seen = BgjSeen("u1", 2, "2026-11-23T11:00:00Z", {}, canonical(spec), canonical(status))
+    assert seen.spec == spec and seen.status == status
+    assert seen == BgjSeen(
+        "u1", 2, "2026-11-23T11:00:00Z", {}, canonical(dict(reversed(spec.items()))), canonical(status)
+    )
+    assert seen != BgjSeen("u1", 3, "2026-11-23T11:00:00Z", {}, canonical(spec), canonical(status))
+    assert len(seen.spec_json) + len(seen.status_json) < 250

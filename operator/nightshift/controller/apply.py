@@ -13,7 +13,8 @@ import logging
 from typing import Any, cast
 
 from nightshift.api import names
-from nightshift.controller.runtime import Runtime, digest
+from nightshift.controller.indexes import canonical
+from nightshift.controller.runtime import Runtime
 from nightshift.core import plan as plan_mod
 from nightshift.core import render, schedule
 from nightshift.core.ledger import Ending
@@ -80,7 +81,7 @@ async def apply(rt: Runtime, o: Observed, p: Plan) -> None:
         await k.patch(BACKGROUNDJOBS, name, {"spec": {"suspend": True}}, ns)
         entry = rt.indexes.bgj(ns, name)
         if entry is not None:  # until the watch brings the patched spec back, so the next pass sees it
-            entry["spec"] = {**entry["spec"], "suspend": True}
+            entry.spec_json = canonical({**entry.spec, "suspend": True})
     if p.missed:
         metrics.observe_missed_runs(ns, name, p.missed)
     for req, status in p.request_status.items():
@@ -170,14 +171,14 @@ async def _write_status(rt: Runtime, o: Observed, new: dict[str, Any]) -> None:
     owner = o.owner
     key = (owner.namespace, owner.name)
     entry = rt.indexes.bgj(*key)
-    watched = (entry or {}).get("status") or {}
-    if digest(watched) == digest(new):
-        rt.status.remember(key, owner.uid, new, sent=False)
+    data = canonical(new)
+    if entry is not None and entry.status_json == data:
+        rt.status.remember(key, owner.uid, entry.status_json, sent=False)  # the same bytes, held once
         return
     await _replace_status(rt, BACKGROUNDJOBS, owner.name, owner.namespace, new)
-    rt.status.remember(key, owner.uid, new, sent=True)
+    rt.status.remember(key, owner.uid, data, sent=True)
     if entry is not None:
-        entry["status"] = new  # until the watch brings the patched object back
+        entry.status_json = data  # until the watch brings the patched object back
 
 
 async def _replace_status(rt: Runtime, res: Resource, name: str, namespace: str, status: dict[str, Any]) -> None:

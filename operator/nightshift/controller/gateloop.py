@@ -175,7 +175,7 @@ class Gate:
 
     def _owner(self, view: AttemptView) -> render.Owner | None:
         entry = self.rt.indexes.bgj(view.namespace, view.bgj)
-        return render.Owner(view.bgj, view.namespace, entry["uid"]) if entry else None
+        return render.Owner(view.bgj, view.namespace, entry.uid) if entry else None
 
     async def _decide_job(self, view: AttemptView, ops: list[dict[str, Any]]) -> None:
         """Admit or skip a waiting Job, only if it still waits: a JSON patch whose tests (still

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
@@ -27,6 +28,53 @@ from nightshift.core.runs import AttemptView, Run
 Key = tuple[str, str]
 
 
+def canonical(value: Any) -> bytes:
+    """The one JSON form of a spec or status: compact and key-sorted, so equal values are equal bytes
+    (the echo check and the status memory compare digests of it)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+class BgjSeen:
+    """A BackgroundJob as the index keeps it: its spec and status as canonical JSON, decoded when a
+    pass reads them. As dicts they were 7.6 KiB per job (status 4.4, spec 3); as bytes about 1.5:
+    at 10,000 jobs that is 60 MB, and a pass decodes its one job in tens of microseconds."""
+
+    __slots__ = ("annotations", "created", "generation", "spec_json", "status_json", "uid")
+
+    def __init__(
+        self,
+        uid: str,
+        generation: int,
+        created: str | None,
+        annotations: dict[str, str],
+        spec_json: bytes,
+        status_json: bytes,
+    ) -> None:
+        self.uid, self.generation, self.created, self.annotations = uid, generation, created, annotations
+        self.spec_json, self.status_json = spec_json, status_json
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.spec_json)
+        return value
+
+    @property
+    def status(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.status_json)
+        return value
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.uid, self.generation, self.created, self.annotations, self.spec_json, self.status_json)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BgjSeen) and self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"BgjSeen(uid={self.uid!r}, generation={self.generation})"
+
+
 Index = kopf.Index[Any, Any] | MultiIndex[Any, Any]
 
 
@@ -40,7 +88,7 @@ def _one(index: Index | None, key: Any) -> Any:
 
 class Indexes:
     def __init__(self) -> None:
-        self.bgjs: MultiIndex[Key, dict[str, Any]] | None = None
+        self.bgjs: MultiIndex[Key, BgjSeen] | None = None
         self.jobs: MultiIndex[Key, AttemptView] | None = None
         self.pods: MultiIndex[Key, runs_mod.Termination] | None = None
         self.queues: kopf.Index[Key, dict[str, Any]] | None = None
@@ -82,21 +130,21 @@ class Indexes:
         self.informers = [bgjs, jobs, pods, cronjobs]
 
     # -- BackgroundJobs ---------------------------------------------------------------------------
-    def bgj(self, ns: str, name: str) -> dict[str, Any] | None:
-        value: dict[str, Any] | None = _one(self.bgjs, (ns, name))
+    def bgj(self, ns: str, name: str) -> BgjSeen | None:
+        value: BgjSeen | None = _one(self.bgjs, (ns, name))
         return value
 
     def spec(self, ns: str, name: str) -> BackgroundJobSpec | None:
         entry = self.bgj(ns, name)
         return self.parse(entry) if entry else None
 
-    def parse(self, entry: Mapping[str, Any]) -> BackgroundJobSpec | None:
-        key = (entry["uid"], entry["generation"])
+    def parse(self, entry: BgjSeen) -> BackgroundJobSpec | None:
+        key = (entry.uid, entry.generation)
         if key not in self._specs:
             if len(self._specs) > 10000:
                 self._specs.clear()
             try:
-                self._specs[key] = BackgroundJobSpec.model_validate(entry["spec"])
+                self._specs[key] = BackgroundJobSpec.model_validate(entry.spec)
             except ValidationError:
                 self._specs[key] = None
         return self._specs[key]
@@ -106,7 +154,7 @@ class Indexes:
 
     def created(self, ns: str, name: str) -> dt.datetime | None:
         entry = self.bgj(ns, name)
-        return runs_mod.parse_time(entry.get("created")) if entry else None
+        return runs_mod.parse_time(entry.created) if entry else None
 
     def cronjob(self, ns: str, name: str) -> CronJobSeen | None:
         value: CronJobSeen | None = _one(self.cronjobs, (ns, name))

@@ -24,12 +24,12 @@ def observe(rt: Runtime, key: Key) -> Observed | None:
     if entry is None:
         return None
     rt.status.read(key, entry)
-    owner = render.Owner(name, ns, entry["uid"])
-    written = rt.status.last(key, entry["uid"], dict(entry["status"] or {}))
+    owner = render.Owner(name, ns, entry.uid)
+    written = rt.status.last(key, entry)
     spec: BackgroundJobSpec | None = None
     invalid: str | None = None
     try:
-        spec = BackgroundJobSpec.model_validate(entry["spec"])
+        spec = BackgroundJobSpec.model_validate(entry.spec)
     except ValidationError as e:
         invalid = validate.field_errors(e)
     problem: Problem | None = None
@@ -42,9 +42,9 @@ def observe(rt: Runtime, key: Key) -> Observed | None:
             upstream[up] = (ix.spec(ns, up), ix.runs(ns, up))
     return Observed(
         owner=owner,
-        generation=entry["generation"],
-        created=parse_time(entry.get("created")),
-        annotations=dict(entry["annotations"] or {}),
+        generation=entry.generation,
+        created=parse_time(entry.created),
+        annotations=dict(entry.annotations),
         spec=spec,
         invalid=invalid,
         written=written,

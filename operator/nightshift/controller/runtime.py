@@ -21,7 +21,7 @@ from typing import Any
 
 from nightshift.api import names
 from nightshift.controller.expectations import Expectations
-from nightshift.controller.indexes import Indexes
+from nightshift.controller.indexes import BgjSeen, Indexes, canonical
 from nightshift.controller.workqueue import WorkQueue
 from nightshift.core import render
 from nightshift.infra.history import HistoryWriter
@@ -38,7 +38,9 @@ def utc_now() -> dt.datetime:
 
 
 def digest(status: Any) -> str:
-    return hashlib.blake2b(json.dumps(status, sort_keys=True, default=str).encode(), digest_size=16).hexdigest()
+    """Of a status dict, or of its canonical JSON (equal statuses, equal digests)."""
+    data = status if isinstance(status, bytes) else canonical(status)
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 @dataclass
@@ -51,28 +53,32 @@ class StatusMemory:
     then start no pass.
     """
 
-    written: dict[Key, tuple[str, dict[str, Any]]] = field(default_factory=dict)
+    written: dict[Key, tuple[str, bytes]] = field(default_factory=dict)  # (uid, canonical JSON)
     inputs: dict[Key, tuple[str, Any, Any]] = field(default_factory=dict)  # (uid, generation, annotations) read
     wrote: dict[Key, collections.deque[str]] = field(default_factory=dict)
 
-    def last(self, key: Key, uid: str, watched: dict[str, Any]) -> dict[str, Any]:
-        entry = self.written.get(key)
-        if entry is not None and entry[0] == uid:
-            return entry[1]
-        return watched
+    def last(self, key: Key, entry: BgjSeen) -> dict[str, Any]:
+        """What we last wrote for this object, else what the watch shows."""
+        mine = self.written.get(key)
+        if mine is not None and mine[0] == entry.uid:
+            value: dict[str, Any] = json.loads(mine[1])
+            return value
+        return entry.status
 
-    def remember(self, key: Key, uid: str, status: dict[str, Any], *, sent: bool) -> None:
-        self.written[key] = (uid, status)
+    def remember(self, key: Key, uid: str, status: dict[str, Any] | bytes, *, sent: bool) -> bytes:
+        data = status if isinstance(status, bytes) else canonical(status)
+        self.written[key] = (uid, data)
         if sent:
-            self.wrote.setdefault(key, collections.deque(maxlen=4)).append(digest(status))
+            self.wrote.setdefault(key, collections.deque(maxlen=4)).append(digest(data))
+        return data
 
-    def read(self, key: Key, entry: dict[str, Any]) -> None:
-        self.inputs[key] = (entry["uid"], entry["generation"], entry["annotations"])
+    def read(self, key: Key, entry: BgjSeen) -> None:
+        self.inputs[key] = (entry.uid, entry.generation, entry.annotations)
 
-    def echo(self, key: Key, entry: dict[str, Any]) -> bool:
+    def echo(self, key: Key, entry: BgjSeen) -> bool:
         """The watch bringing back one of our own status writes, on an object whose inputs a pass has read."""
-        return self.inputs.get(key) == (entry["uid"], entry["generation"], entry["annotations"]) and digest(
-            entry["status"]
+        return self.inputs.get(key) == (entry.uid, entry.generation, entry.annotations) and digest(
+            entry.status_json
         ) in self.wrote.get(key, ())
 
     def forget(self, key: Key) -> None:
