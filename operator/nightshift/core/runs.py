@@ -120,7 +120,7 @@ def attempt_view(job: Obj) -> AttemptView | None:
         priority=sys.intern(ann.get(names.ANN_PRIORITY, "medium")),
         queue=sys.intern(queue) if queue else queue,
         params=params,
-        counted=ann.get(names.ANN_COUNTED),
+        counted=sys.intern(c) if (c := ann.get(names.ANN_COUNTED)) else None,
         history_pending=names.ANN_HISTORY_PENDING in ann,
         request=labels.get(names.LABEL_REQUEST),
     )
