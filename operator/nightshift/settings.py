@@ -46,7 +46,10 @@ class Settings(BaseSettings):
     )
     kube_burst: int = Field(default=400, ge=1, description="API requests the operator may make at once above kube_qps.")
     reconcile_workers: int = Field(
-        default=8, ge=1, le=64, description="BackgroundJob passes run at once (each mostly waits on the API)."
+        default=32,
+        ge=1,
+        le=64,
+        description="BackgroundJob passes run at once (each mostly waits on the API; kube_qps bounds them all).",
     )
     gate_workers: int = Field(
         default=8, ge=1, le=64, description="The gate's writes (admissions, skips, waits) in flight at once per pass."
