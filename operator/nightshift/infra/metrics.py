@@ -194,7 +194,7 @@ RECONCILE_ERRORS = Counter(
 )
 RECONCILE_DURATION = Histogram(
     "nightshift_reconcile_duration_seconds",
-    "Duration of one reconcile, by kind of object.",
+    "Duration of one reconcile, by kind (backgroundjob_plan: a pass's observe and plan, without its API calls).",
     ("kind",),
     buckets=RECONCILE_BUCKETS,
     registry=_CORE,
