@@ -9,7 +9,6 @@ same process would not share anything by accident.
 from __future__ import annotations
 
 import asyncio
-import collections
 import datetime as dt
 import hashlib
 import json
@@ -55,7 +54,7 @@ class StatusMemory:
 
     written: dict[Key, tuple[str, bytes]] = field(default_factory=dict)  # (uid, canonical JSON)
     inputs: dict[Key, tuple[str, Any, Any]] = field(default_factory=dict)  # (uid, generation, annotations) read
-    wrote: dict[Key, collections.deque[str]] = field(default_factory=dict)
+    wrote: dict[Key, tuple[str, ...]] = field(default_factory=dict)  # the last 4 (a deque per job was 600 bytes)
 
     def last(self, key: Key, entry: BgjSeen) -> dict[str, Any]:
         """What we last wrote for this object, else what the watch shows."""
@@ -69,7 +68,7 @@ class StatusMemory:
         data = status if isinstance(status, bytes) else canonical(status)
         self.written[key] = (uid, data)
         if sent:
-            self.wrote.setdefault(key, collections.deque(maxlen=4)).append(digest(data))
+            self.wrote[key] = (*self.wrote.get(key, ())[-3:], digest(data))
         return data
 
     def read(self, key: Key, entry: BgjSeen) -> None:
