@@ -210,7 +210,8 @@ def test_stop_kill_and_start(kubectl: Kubectl, running_operator: Operator, names
         bgj(
             "long",
             namespace,
-            {"job": script_job("import time; time.sleep(4)")},
+            # long enough that it is still running when the CLI (a new process) looks, on a loaded machine
+            {"job": script_job("import time; time.sleep(12)")},
             annotations={"nightshift.dev/run-now": "1"},
         )
     )
