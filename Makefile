@@ -12,7 +12,7 @@ export NIGHTSHIFT_CACHE ?= $(HOME)/.cache/nightshift
 # (8 min 45 s for the whole `make test`, against 14 min 30 s with two).
 TEST_WORKERS ?= 3
 
-.PHONY: run test tools unit fuzz chaos integration lint crds crds-check cluster cluster-down binaries bench e2e clean
+.PHONY: run test tools unit fuzz chaos integration lint crds crds-check cluster cluster-down binaries bench bench-memory e2e clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -57,8 +57,11 @@ run: $(STAMP) tools binaries  ## control plane + local node + PostgreSQL + opera
 chaos: $(STAMP) tools binaries  ## 500+ runs under 50 operator kills (5 of kube-controller-manager), then failover with 10 leader kills; each ends on the invariant checker
 	NIGHTSHIFT_BIN_DIR=$$(bash hack/build-binaries.sh 2>/dev/null | tail -n1) $(BIN)/python -m tests.reliability.churn $(CHAOS_ARGS)
 
-bench: $(STAMP) binaries
-	NIGHTSHIFT_BIN_DIR=$$(bash hack/build-binaries.sh 2>/dev/null | tail -n1) $(BIN)/python -m tests.bench
+bench: $(STAMP) binaries  ## ratios at two sizes, apply against direct writes, the gate, the status lag (docs/benchmarks.md)
+	NIGHTSHIFT_BIN_DIR=$$(bash hack/build-binaries.sh 2>/dev/null | tail -n1) $(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+bench-memory: $(STAMP) binaries  ## RSS at rest with 10,000 BackgroundJobs and 50,000 finished Jobs with pods
+	NIGHTSHIFT_BIN_DIR=$$(bash hack/build-binaries.sh 2>/dev/null | tail -n1) $(BIN)/python -m tests.bench.memory $(BENCH_MEMORY_ARGS)
 
 e2e: $(STAMP) tools binaries  ## the real lane: image, containerd + kubelet, helm install, catalogues (root)
 	bash hack/e2e/lane.sh check || bash hack/e2e/lane.sh install
