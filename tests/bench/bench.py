@@ -521,23 +521,31 @@ def _parallel(n: int, one: Any) -> None:
             fut.result()
 
 
-def apply_phase(api: Api, op: Operator, kind: str, n: int, ns: str) -> dict[str, Any]:
-    """One way of making N scheduled jobs in `ns`: its wall time and the API requests it cost."""
+def apply_phase(api: Api, op: Operator, kind: str, n: int, spaces: list[str]) -> dict[str, Any]:
+    """One way of making N scheduled jobs, round-robin over `spaces`: its wall time and the API
+    requests it cost."""
     spec = BackgroundJobSpec.model_validate(apply_spec())
     settings = Settings()
-    bgjs = f"/apis/nightshift.dev/v1alpha1/namespaces/{ns}/backgroundjobs"
-    cronjobs = f"/apis/batch/v1/namespaces/{ns}/cronjobs"
     pid = proc_pid(op)
     wait_quiet(pid, settle=2.0)
     before, cpu0, t0 = api_requests(api), cpu_seconds(pid), time.monotonic()
-    watch: ReadyWatch | None = None
+    watches: list[ReadyWatch] = []
 
     def name(i: int) -> str:
         return f"job-{i:05d}"
 
+    def where(i: int) -> tuple[str, str, str]:
+        ns = spaces[i % len(spaces)]
+        return (
+            ns,
+            f"/apis/nightshift.dev/v1alpha1/namespaces/{ns}/backgroundjobs",
+            f"/apis/batch/v1/namespaces/{ns}/cronjobs",
+        )
+
     if kind == "plain":
 
         def one(i: int) -> None:
+            ns, _, cronjobs = where(i)
             body = render.cronjob(render.Owner(name(i), ns, "0"), spec, settings)
             assert body is not None
             body["metadata"].pop("ownerReferences", None)  # no owner: the garbage collector would remove it
@@ -547,6 +555,7 @@ def apply_phase(api: Api, op: Operator, kind: str, n: int, ns: str) -> dict[str,
     elif kind == "direct":
 
         def one(i: int) -> None:
+            ns, bgjs, cronjobs = where(i)
             created = api.request("POST", bgjs, bgj(name(i), ns, apply_spec()))
             owner = render.Owner(name(i), ns, created["metadata"]["uid"])
             body = render.cronjob(owner, spec, settings)
@@ -561,19 +570,20 @@ def apply_phase(api: Api, op: Operator, kind: str, n: int, ns: str) -> dict[str,
 
         _parallel(n, one)
     else:
-        watch = ReadyWatch(api, ns)
-        watch.start()
-        _parallel(n, lambda i: api.request("POST", bgjs, bgj(name(i), ns, apply_spec())))
+        watches = [ReadyWatch(api, ns) for ns in spaces]
+        for w in watches:
+            w.start()
+        _parallel(n, lambda i: api.request("POST", where(i)[1], bgj(name(i), where(i)[0], apply_spec())))
         deadline = time.monotonic() + 120 + n * 0.2
-        while watch.count() < n:
+        while (ready := sum(w.count() for w in watches)) < n:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"apply: only {watch.count()}/{n} BackgroundJobs Ready")
+                raise TimeoutError(f"apply: only {ready}/{n} BackgroundJobs Ready")
             time.sleep(0.05)
     wall = time.monotonic() - t0
     wait_quiet(pid, settle=3.0)  # follow-up passes (the watch bringing the CronJobs) count too
     cpu = cpu_seconds(pid) - cpu0
-    if watch is not None:
-        watch.stopping = True
+    for w in watches:
+        w.stopping = True
     requests = request_delta(before, api_requests(api))
     say(f"apply {kind}: {n} in {wall:.1f}s; requests {sorted(requests.items(), key=lambda kv: -kv[1])[:8]}")
     return {"n": n, "seconds": wall, "operator_cpu_s": cpu, "requests": requests}
@@ -1100,26 +1110,40 @@ def sized(kubectl: Kubectl, watch: Watch, n: int) -> dict[str, Any]:
     }
 
 
-def apply_ns(kind: str, n: int) -> str:
-    return f"{APPLY_NS[kind]}-{n}"
+def parse_apply(text: str) -> list[tuple[int, int]]:
+    """ "1000,1000x10,10000" -> [(1000, 1), (1000, 10), (10000, 1)]: N jobs over K namespaces."""
+    out = []
+    for part in text.split(","):
+        n, _, k = part.strip().partition("x")
+        if int(n) > 0:
+            out.append((int(n), int(k or 1)))
+    return out
 
 
-def apply_size(api: Api, kubectl: Kubectl, op: Operator, n: int) -> dict[str, Any]:
-    """Plain CronJobs, the same writes made directly, then the operator's apply; then /metrics and RSS
-    with the operator holding N more BackgroundJobs."""
+def apply_spaces(kind: str, n: int, k: int = 1) -> list[str]:
+    base = f"{APPLY_NS[kind]}-{n}"
+    return [base] if k == 1 else [f"{base}x{k}-{i}" for i in range(k)]
+
+
+def apply_size(api: Api, kubectl: Kubectl, op: Operator, n: int, k: int = 1) -> dict[str, Any]:
+    """Plain CronJobs, the same writes made directly, then the operator's apply (N jobs over K
+    namespaces each); then /metrics and RSS with the operator holding N more BackgroundJobs."""
     pid = proc_pid(op)
     wait_quiet(pid)
     rss0 = rss_mib(pid)
-    phases = {kind: apply_phase(api, op, kind, n, apply_ns(kind, n)) for kind in ("plain", "direct", "operator")}
+    phases = {kind: apply_phase(api, op, kind, n, apply_spaces(kind, n, k)) for kind in ("plain", "direct", "operator")}
     wait_quiet(pid)
     rss1 = rss_mib(pid)
     text = op.metrics()
     scrape_ms, scrape_kib = scrape_cost(op)
     series = [
-        ln for ln in text.splitlines() if f'namespace="{apply_ns("operator", n)}",backgroundjob="job-00042"' in ln
+        ln
+        for ln in text.splitlines()
+        if f'namespace="{apply_spaces("operator", n, k)[42 % k]}",backgroundjob="job-00042"' in ln
     ]
     return {
         "n": n,
+        "namespaces": k,
         "phases": phases,
         "rss_before_mib": rss0,
         "rss_after_mib": rss1,
@@ -1146,8 +1170,10 @@ def per_object(phase: dict[str, Any]) -> dict[str, float]:
 def apply_table(result: dict[str, Any]) -> str:
     n, ph = result["n"], result["phases"]
     plain, direct, oper = ph["plain"], ph["direct"], ph["operator"]
+    k = result.get("namespaces", 1)
+    title = f"apply N={n}" + (f" in {k} namespaces" if k > 1 else "")
     lines = [
-        f"{'apply N=' + str(n):34} {'CronJobs':>10} {'direct':>10} {'operator':>10}",
+        f"{title:34} {'CronJobs':>10} {'direct':>10} {'operator':>10}",
         f"{'wall time (s)':34} {plain['seconds']:>10.1f} {direct['seconds']:>10.1f} {oper['seconds']:>10.1f}",
         f"{'  operator / direct writes':34} {'':>10} {'':>10} {oper['seconds'] / direct['seconds']:>9.2f}x",
         f"{'  operator / plain CronJobs':34} {'':>10} {'':>10} {oper['seconds'] / plain['seconds']:>9.2f}x",
@@ -1214,7 +1240,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", type=int, default=20, help="measured runs per size")
     parser.add_argument("--spacing", type=float, default=0.25, help="seconds between the measured triggers")
     parser.add_argument(
-        "--apply", default="1000", help="sizes of the apply benchmark, comma-separated (e.g. 1000,10000; 0: none)"
+        "--apply",
+        default="1000",
+        help="sizes of the apply benchmark, comma-separated; NxK spreads N over K namespaces (e.g. 1000,1000x10,10000; 0: none)",
     )
     parser.add_argument(
         "--gate",
@@ -1240,14 +1268,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the control plane's directory")
     args = parser.parse_args(argv)
     if args.quick:
-        args.baseline, args.scale, args.k, args.history, args.apply = 10, 40, 5, 2, "100"
+        args.baseline, args.scale, args.k, args.history = 10, 40, 5, 2
+        if args.apply == parser.get_default("apply"):
+            args.apply = "100"
         # a small gate phase for its counts (never more admitted than the queue's concurrency, every run
         # finished; about 14 s); no status lag unless asked: its only count, ends never shown within
         # 30 s, is a time in disguise
         for name, small in (("gate", 20), ("lag", 0)):
             if getattr(args, name) == parser.get_default(name):
                 setattr(args, name, small)
-    apply_sizes = [int(x) for x in args.apply.split(",") if int(x) > 0]
+    apply_sizes = parse_apply(args.apply)
     if args.k > args.baseline or args.baseline + args.k > args.scale:
         parser.error("need k <= baseline and baseline + k <= scale")
     bin_dir = os.environ.get("NIGHTSHIFT_BIN_DIR")
@@ -1267,8 +1297,9 @@ def main(argv: list[str] | None = None) -> int:
         op = Operator(cp, workdir, webhook=not args.no_webhook)  # after start: it may need the control plane's PKI
         kubectl = Kubectl(cp)
         install_crds(kubectl.cp)
-        served = [NAMESPACE, GATE_NS, LAG_NS] + [apply_ns("operator", n) for n in apply_sizes]
-        for ns in served + [apply_ns(k, n) for n in apply_sizes for k in ("plain", "direct")]:
+        served = [NAMESPACE, GATE_NS, LAG_NS] + [ns for n, k in apply_sizes for ns in apply_spaces("operator", n, k)]
+        plain_direct = [ns for n, k in apply_sizes for kind in ("plain", "direct") for ns in apply_spaces(kind, n, k)]
+        for ns in served + plain_direct:
             kubectl("create", "namespace", ns)
         api = Api(cp)
         watch = Watch(api)
@@ -1311,9 +1342,9 @@ def main(argv: list[str] | None = None) -> int:
             lag_result = lag_phase(api, op, args.lag, args.lag_jobs, args.lag_seconds)
 
         applies = []
-        for n in apply_sizes:
-            say(f"apply benchmark, N={n}")
-            applies.append(apply_size(api, kubectl, op, n))
+        for n, k in apply_sizes:
+            say(f"apply benchmark, N={n} in {k} namespace(s)")
+            applies.append(apply_size(api, kubectl, op, n, k))
 
         runtime = time.monotonic() - t_start
         load1 = os.getloadavg()
