@@ -13,6 +13,7 @@ used or be justified in charts/nightshift/templates/rbac.yaml by a comment of th
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import subprocess
@@ -22,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.cluster import REPO_ROOT, ControlPlane, binaries_dir
+from tests.support.cluster import APISERVER_STARTS, REPO_ROOT, ControlPlane, binaries_dir
 
 # Not the release of test_helm_install (nightshift in nightshift-system): its uninstall would take
 # this identity's ClusterRole with it in the middle of the session.
@@ -129,10 +130,30 @@ def granted(docs: list[dict[str, Any]]) -> set[Grant]:
     return out
 
 
+WARM_UP_S = 20.0
+
+
+def _warming(log: Path) -> list[float]:
+    """Unix times of kube-apiserver starts (tests/support/cluster.py writes them next to the audit folder)."""
+    starts = log.parent.parent / APISERVER_STARTS
+    return [float(x) for x in starts.read_text().split()] if starts.exists() else []
+
+
+def _stamp(value: str) -> float:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
 def used(log: Path) -> tuple[set[Grant], list[str]]:
-    """(group, resource, verb) of every audited request, and the ones RBAC refused, as sentences."""
+    """(group, resource, verb) of every audited request, and the ones RBAC refused, as sentences.
+
+    A refusal within WARM_UP_S of a kube-apiserver start is not counted: until its RBAC informers
+    have synced, a restarted API server forbids everything (the outage tests restart it, and every
+    client's watches reconnect at once). A grant that is really missing is refused again later: the
+    operator's watches retry within 30 s.
+    """
     seen: set[Grant] = set()
     refused: list[str] = []
+    starts = _warming(log)
     for line in log.read_text().splitlines() if log.exists() else []:
         e = json.loads(line)
         ref = e.get("objectRef") or {}
@@ -143,6 +164,9 @@ def used(log: Path) -> tuple[set[Grant], list[str]]:
         grant = (ref.get("apiGroup") or "", resource, verb)
         # RBAC's own refusal, not any 403 (a namespace being deleted refuses creates with 403 too)
         if (e.get("annotations") or {}).get("authorization.k8s.io/decision") == "forbid":
+            at = _stamp(e["requestReceivedTimestamp"])
+            if any(0 <= at - t <= WARM_UP_S for t in starts):
+                continue
             refused.append(f"{verb} {grant[0]}/{resource} in {ref.get('namespace') or 'the cluster'}: forbidden")
         seen.add(grant)
     return seen, refused
