@@ -98,11 +98,12 @@ class Kube:
     in the connector); the old one is closed with the client, so requests in flight finish.
     """
 
-    def __init__(self, credentials: Credentials) -> None:
+    def __init__(self, credentials: Credentials, *, pool: int = 64) -> None:
         self.credentials = credentials
         self.server = credentials.server
         self.default_namespace = credentials.namespace
-        self._session: aiohttp.ClientSession | None = None
+        self.pool = pool  # connections for requests; watches have a session of their own, unbounded
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}  # watch? -> session
         self._tls_key: object = None
         self._retired: list[aiohttp.ClientSession] = []
 
@@ -118,26 +119,32 @@ class Kube:
         await self.close()
 
     async def close(self) -> None:
-        for s in [*self._retired, self._session]:
-            if s is not None and not s.closed:
+        for s in [*self._retired, *self._sessions.values()]:
+            if not s.closed:
                 await s.close()
-        self._session, self._retired = None, []
+        self._sessions, self._retired = {}, []
 
-    async def session(self) -> aiohttp.ClientSession:
+    async def session(self, *, watch: bool = False) -> aiohttp.ClientSession:
+        """The session for requests, or for watches. Watches hold a connection each for minutes: in the
+        requests' pool they left too few for the reconcile workers, and requests queued for a
+        connection ran into their timeout."""
         _, key = await self.credentials.ssl_context()
-        if self._session is None or self._session.closed or key != self._tls_key:
-            if self._session is not None:
-                self._retired.append(self._session)
-            self._session, self._tls_key = await self.credentials.session(limit=32)
-        return self._session
+        if key != self._tls_key:
+            self._retired += self._sessions.values()
+            self._sessions, self._tls_key = {}, key
+        current = self._sessions.get(watch)
+        if current is None or current.closed:
+            current, _ = await self.credentials.session(limit=0 if watch else self.pool)
+            self._sessions[watch] = current
+        return current
 
-    async def _send(self, method: str, url: str, **kwargs: Any) -> aiohttp.ClientResponse:
+    async def _send(self, method: str, url: str, *, watch: bool = False, **kwargs: Any) -> aiohttp.ClientResponse:
         """One request; after a 401 that came with a certificate now replaced, once more on a new session."""
-        session = await self.session()
+        session = await self.session(watch=watch)
         resp = await session.request(method, url, **kwargs)
-        if resp.status == 401 and (await self.session()) is not session:
+        if resp.status == 401 and (await self.session(watch=watch)) is not session:
             resp.release()
-            resp = await (await self.session()).request(method, url, **kwargs)
+            resp = await (await self.session(watch=watch)).request(method, url, **kwargs)
         return resp
 
     async def request(
@@ -281,6 +288,7 @@ class Kube:
         async with await self._send(
             "GET",
             self.server + path,
+            watch=True,
             params=dict(params),
             timeout=aiohttp.ClientTimeout(total=timeout_seconds + 30, sock_read=timeout_seconds + 30),
         ) as resp:
