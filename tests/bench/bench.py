@@ -202,9 +202,10 @@ def proc_pid(op: Operator) -> int:
     return op.proc.pid
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """The process's resident set (VmHWM: its peak) in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -326,6 +327,44 @@ def complete_status(began: str, ended: str) -> dict[str, Any]:
     }
 
 
+def seeded_job(
+    owner: render.Owner, spec: BackgroundJobSpec, settings: Settings, attempt: render.Attempt
+) -> dict[str, Any]:
+    """The Job the operator would create for `attempt`, started and owned by the bench (spec.managedBy:
+    the Job controller leaves it alone), so the bench writes its status itself."""
+    body = render.attempt_job(owner, spec, settings, attempt)
+    body["spec"]["suspend"] = False
+    body["spec"]["managedBy"] = SEED_MANAGER
+    return body
+
+
+def seeded_pod(job: dict[str, Any], created: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    """The pod of a seeded Job as the Job controller would make it (its labels, its owner); `spec`
+    adds where it goes (the KWOK node, or no scheduler at all)."""
+    name, namespace = created["metadata"]["name"], created["metadata"]["namespace"]
+    template = job["spec"]["template"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{name[:56]}-{names.digest(name, size=5)}",
+            "namespace": namespace,
+            "labels": {**template["metadata"]["labels"], "batch.kubernetes.io/job-name": name, "job-name": name},
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": name,
+                    "uid": created["metadata"]["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {**template["spec"], **spec},
+    }
+
+
 def seed_history(api: Api, jobs: list[str], rounds: int, workers: int = 4) -> None:
     """Finished runs without running them: per run, the Job the operator would have created (render),
     owned by an external controller (spec.managedBy) so the Job controller leaves it alone, with a
@@ -346,9 +385,7 @@ def seed_history(api: Api, jobs: list[str], rounds: int, workers: int = 4) -> No
         owner = render.Owner(job, NAMESPACE, uids[job])
         when = start + dt.timedelta(hours=r)
         attempt = render.Attempt(names.run_id(job, "manual", f"seed-{r}"), trigger="manual", scheduled_time=when)
-        body = render.attempt_job(owner, spec, settings, attempt)
-        body["spec"]["suspend"] = False
-        body["spec"]["managedBy"] = SEED_MANAGER
+        body = seeded_job(owner, spec, settings, attempt)
         created = api.request("POST", f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs", body)
         began, ended = _ts(when + dt.timedelta(seconds=1)), _ts(when + dt.timedelta(seconds=3))
         name = created["metadata"]["name"]
@@ -358,28 +395,7 @@ def seed_history(api: Api, jobs: list[str], rounds: int, workers: int = 4) -> No
             {"status": complete_status(began, ended)},
             "application/merge-patch+json",
         )
-        template = body["spec"]["template"]
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": f"{name[:56]}-{names.digest(name, size=5)}",
-                "namespace": NAMESPACE,
-                "labels": {**template["metadata"]["labels"], "batch.kubernetes.io/job-name": name, "job-name": name},
-                "ownerReferences": [
-                    {
-                        "apiVersion": "batch/v1",
-                        "kind": "Job",
-                        "name": name,
-                        "uid": created["metadata"]["uid"],
-                        "controller": True,
-                        "blockOwnerDeletion": True,
-                    }
-                ],
-            },
-            "spec": {**template["spec"], "nodeName": "kwok-node-0"},
-        }
-        api.request("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", pod)
+        api.request("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", seeded_pod(body, created, nodeName="kwok-node-0"))
 
     with ThreadPoolExecutor(workers) as pool:
         for fut in [pool.submit(one, job, r) for r in range(rounds) for job in jobs]:
@@ -917,9 +933,7 @@ def lag_phase(api: Api, op: Operator, rate: float, n_jobs: int, seconds: float) 
         when = max(now, last_sched.get(job, now - dt.timedelta(seconds=1)) + dt.timedelta(seconds=1))
         last_sched[job] = when  # strictly later than the job's previous run: it is the newest
         attempt = render.Attempt(names.run_id(job, "manual", f"lag-{r}"), trigger="manual", scheduled_time=when)
-        body = render.attempt_job(render.Owner(job, LAG_NS, uids[job]), spec, settings, attempt)
-        body["spec"]["suspend"] = False
-        body["spec"]["managedBy"] = SEED_MANAGER
+        body = seeded_job(render.Owner(job, LAG_NS, uids[job]), spec, settings, attempt)
         created = api.request("POST", jobs_path, body)
         api.request(
             "PATCH",

@@ -30,7 +30,6 @@ from nightshift.api.models import BackgroundJobSpec
 from nightshift.core import render
 from nightshift.settings import Settings
 from tests.bench.bench import (
-    SEED_MANAGER,
     Api,
     _ts,
     complete_status,
@@ -38,6 +37,8 @@ from tests.bench.bench import (
     proc_pid,
     rss_mib,
     say,
+    seeded_job,
+    seeded_pod,
     wait_quiet,
 )
 from tests.conftest import Kubectl, Operator, bgj
@@ -108,37 +109,15 @@ def seed(api: Api, jobs: list[str], m: int) -> None:
         owner = render.Owner(job, NS, uids[job])
         when = start + dt.timedelta(hours=r)
         attempt = render.Attempt(names.run_id(job, "manual", f"seed-{r}"), trigger="manual", scheduled_time=when)
-        body = render.attempt_job(owner, parsed, settings, attempt)
-        body["spec"]["suspend"] = False
-        body["spec"]["managedBy"] = SEED_MANAGER
+        body = seeded_job(owner, parsed, settings, attempt)
         # counted already, as every finished run at rest is (metrics, event, history): the operator
         # finds runs it has nothing left to do for, as after a restart
         body["metadata"]["annotations"][names.ANN_COUNTED] = "Succeeded"
         created = api.request("POST", f"/apis/batch/v1/namespaces/{NS}/jobs", body)
         name = created["metadata"]["name"]
         began, ended = _ts(when + dt.timedelta(seconds=1)), _ts(when + dt.timedelta(seconds=3))
-        template = body["spec"]["template"]
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": f"{name[:56]}-{names.digest(name, size=5)}",
-                "namespace": NS,
-                "labels": {**template["metadata"]["labels"], "batch.kubernetes.io/job-name": name, "job-name": name},
-                "ownerReferences": [
-                    {
-                        "apiVersion": "batch/v1",
-                        "kind": "Job",
-                        "name": name,
-                        "uid": created["metadata"]["uid"],
-                        "controller": True,
-                        "blockOwnerDeletion": True,
-                    }
-                ],
-            },
-            # no node: nothing schedules it (the scheduler skips pods whose status says they ended)
-            "spec": {**template["spec"], "schedulerName": "nobody"},
-        }
+        # no node: nothing schedules it (the scheduler skips pods whose status says they ended)
+        pod = seeded_pod(body, created, schedulerName="nobody")
         made = api.request("POST", f"/api/v1/namespaces/{NS}/pods", pod)
         term = {"exitCode": 0, "reason": "Completed", "startedAt": began, "finishedAt": ended}
         api.request(
@@ -169,13 +148,6 @@ def seed(api: Api, jobs: list[str], m: int) -> None:
         )
 
     pool_map(one, list(range(m)), "finished Jobs with pods")
-
-
-def peak_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def at_rest(op: Operator, what: str) -> float:
@@ -218,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             op.start(timeout=1800, NIGHTSHIFT_NAMESPACES=json.dumps([NS]))
             out["start_to_ready_s"] = time.monotonic() - t_start
             out["jobs_rss"] = at_rest(op, "started on the reused objects")
-            out["peak_rss"] = peak_mib(proc_pid(op))
+            out["peak_rss"] = rss_mib(proc_pid(op), "VmHWM")
             print(json.dumps(out, indent=2))
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(out, indent=2))
@@ -242,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         op.start(timeout=1800, NIGHTSHIFT_NAMESPACES=json.dumps([NS]))  # returns once /readyz says ready
         out["start_to_ready_s"] = time.monotonic() - t_start
         out["jobs_rss"] = at_rest(op, f"{args.bgjs} BackgroundJobs and {args.jobs} finished Jobs, listed at start")
-        out["peak_rss"] = peak_mib(proc_pid(op))
+        out["peak_rss"] = rss_mib(proc_pid(op), "VmHWM")
         out["per_bgj_kib"] = (out["bgjs_rss"] - out["empty"]) * 1024 / max(1, args.bgjs)
         out["per_job_kib"] = (out["jobs_rss"] - out["bgjs_rss"]) * 1024 / max(1, args.jobs)
         out["wall_s"] = time.monotonic() - t0

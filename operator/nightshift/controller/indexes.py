@@ -109,8 +109,10 @@ class Indexes:
         return self.kopf_bound and all(i.synced.is_set() for i in self.informers)
 
     async def wait_bound(self) -> None:
-        while not self.bound:
+        while not self.kopf_bound:  # kopf binds its indexes in the start-up handler, before any waiter
             await asyncio.sleep(0.1)
+        for informer in self.informers:
+            await informer.synced.wait()
 
     def bind(self, kwargs: Mapping[str, Any]) -> None:
         if self.kopf_bound or "queue_index" not in kwargs:

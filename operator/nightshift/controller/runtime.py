@@ -36,9 +36,8 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def digest(status: Any) -> str:
-    """Of a status dict, or of its canonical JSON (equal statuses, equal digests)."""
-    data = status if isinstance(status, bytes) else canonical(status)
+def digest(data: bytes) -> str:
+    """Of a status's canonical JSON (equal statuses, equal digests)."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
