@@ -16,17 +16,19 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nightshift.api import names
 from nightshift.controller.expectations import Expectations
 from nightshift.controller.indexes import BgjSeen, Indexes, canonical
 from nightshift.controller.workqueue import WorkQueue
 from nightshift.core import render
-from nightshift.infra.history import HistoryWriter
 from nightshift.infra.kube import EVENTS, ApiError, Kube, event_body
 from nightshift.infra.ratelimit import LimitedKube, TokenBucket
 from nightshift.settings import Settings
+
+if TYPE_CHECKING:  # psycopg (with its own libpq and OpenSSL, 11 MiB) loads only when history is on
+    from nightshift.infra.history import HistoryWriter
 
 log = logging.getLogger("nightshift")
 Key = tuple[str, str]
@@ -177,6 +179,8 @@ class Runtime:
 
     def start_history(self) -> None:
         if self.settings.history_dsn:
+            from nightshift.infra.history import HistoryWriter
+
             self.history = HistoryWriter(self.settings.history_dsn, retention_days=self.settings.history_retention_days)
             self.history.start()
 
