@@ -249,13 +249,14 @@ def _escape(value: str) -> str:
 
 
 class JobView:
-    """What the last pass planned for one BackgroundJob; the gauges are derived from it when scraped.
+    """What the last pass planned for one BackgroundJob: the values of its gauges, read at a scrape.
 
-    `status` is the status dict the pass planned (shared, never mutated after planning), so a pass
-    costs one assignment and the parsing of its timestamps happens once, at the first scrape after it.
+    Derived from the planned status when the pass makes the view (a few timestamps parsed, a few
+    microseconds), so the view keeps eight numbers and not the status dict itself: 10,000 of those
+    were about 30 MB of the operator's memory at rest.
     """
 
-    __slots__ = ("_gauges", "created_ts", "running_since_ts", "schedule_interval_s", "status")
+    __slots__ = ("_gauges",)
 
     def __init__(
         self,
@@ -265,29 +266,22 @@ class JobView:
         running_since_ts: float | None = None,
         schedule_interval_s: float | None = None,
     ) -> None:
-        self.status = status
-        self.created_ts = created_ts
-        self.running_since_ts = running_since_ts
-        self.schedule_interval_s = schedule_interval_s
-        self._gauges: tuple[float | None, ...] | None = None
+        last = status.get("lastRun") or {}
+        started, finished = _epoch(last.get("startTime")), _epoch(last.get("completionTime"))
+        duration = finished - started if started is not None and finished is not None else None
+        self._gauges: tuple[float | None, ...] = (
+            float(max(0, int(status.get("consecutiveFailures") or 0))),
+            _ts(created_ts),
+            _ts(_epoch(status.get("lastSuccessfulTime"))),
+            _ts(_epoch(status.get("lastFailureTime"))),
+            _ts(_epoch(status.get("nextScheduleTime"))),
+            _ts(schedule_interval_s),
+            _ts(running_since_ts),
+            None if duration is None or duration < 0 else float(duration),
+        )
 
     def gauges(self) -> tuple[float | None, ...]:
         """Values in `_GAUGE_HELP`'s order; None = no series."""
-        if self._gauges is None:
-            st = self.status
-            last = st.get("lastRun") or {}
-            started, finished = _epoch(last.get("startTime")), _epoch(last.get("completionTime"))
-            duration = finished - started if started is not None and finished is not None else None
-            self._gauges = (
-                float(max(0, int(st.get("consecutiveFailures") or 0))),
-                _ts(self.created_ts),
-                _ts(_epoch(st.get("lastSuccessfulTime"))),
-                _ts(_epoch(st.get("lastFailureTime"))),
-                _ts(_epoch(st.get("nextScheduleTime"))),
-                _ts(self.schedule_interval_s),
-                _ts(self.running_since_ts),
-                None if duration is None or duration < 0 else float(duration),
-            )
         return self._gauges
 
 
@@ -517,9 +511,9 @@ def known_job(namespace: str, name: str) -> None:
 
 
 def set_job(namespace: str, name: str, view: JobView) -> None:
-    """The pass's view of the job; its gauges are derived from it at the next scrape.
+    """The pass's view of the job; the next scrape reads its gauges.
 
-    `view.status["nextScheduleTime"]` is absent while the job is suspended or has no recurring
+    The planned status's `nextScheduleTime` is absent while the job is suspended or has no recurring
     schedule, and `schedule_interval_s` None: NightshiftJobLate only considers jobs with both.
     """
     key = (namespace, name)
