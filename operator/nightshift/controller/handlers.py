@@ -30,7 +30,7 @@ from nightshift.controller.reconciler import Reconciler
 from nightshift.controller.runtime import Runtime
 from nightshift.core import validate
 from nightshift.core.plan import CronJobSeen, RequestSeen
-from nightshift.core.runs import AttemptView, Termination, attempt_view, parse_time, termination
+from nightshift.core.runs import AttemptView, Termination, attempt_view, end_read, latest_run, parse_time, termination
 from nightshift.infra import memory, metrics
 from nightshift.infra.credentials import ReloginBackoff
 from nightshift.infra.kube import BACKGROUNDJOBS, CRONJOBS, JOBS, PODS
@@ -294,7 +294,31 @@ def informers(rt: Runtime, rec: Reconciler) -> tuple[Informer, Informer, Informe
             rt.expectations.observed(("admit", ns, name))
         view = new or old
         if view is not None:
+            if new is not None:
+                drop_unread_ends(ns, view.bgj)
             owner_changed(ns, view.bgj)
+
+    def drop_unread_ends(ns: str, bgj: str) -> None:
+        """A Job's mark or a newer run makes pod ends nothing reads any more: the index lets them go
+        (runs.end_read). A pod listed after its Job is not stored at all (`pod_kept`)."""
+        views = jobs.indexes["job"].get((ns, bgj))
+        if not views:
+            return
+        latest = latest_run(views)
+        for v in views:
+            if not end_read(v, latest):
+                pods.forget("pod", (ns, v.name))
+
+    def pod_kept(pod: Mapping[str, Any]) -> PodEnd | None:
+        """A finished pod's end, unless its Job is known and nothing reads that end (runs.end_read)."""
+        end = pod_end(pod)
+        if end is None or end.end is None or not end.job:
+            return end
+        ns = (pod.get("metadata") or {}).get("namespace") or ""
+        view: AttemptView | None = jobs.objects.get((ns, end.job))
+        if view is not None and not end_read(view, latest_run(jobs.indexes["job"].get((ns, view.bgj)) or ())):
+            return None
+        return end
 
     def on_pod(kind: str, key: tuple[str, str], old: PodEnd | None, new: PodEnd | None) -> None:
         """A finished pod carries the exit code and message; its other updates are not projected."""
@@ -350,7 +374,7 @@ def informers(rt: Runtime, rec: Reconciler) -> tuple[Informer, Informer, Informe
     pods = Informer(
         rt.kube,
         PODS,
-        pod_end,
+        pod_kept,
         name="pods",
         namespaces=namespaces,
         label_selector=by_bgj,

@@ -81,6 +81,13 @@ class MultiIndex(Mapping[K, Collection[V]], Generic[K, V]):
             elif not bucket:
                 del self._by_key[key]
 
+    def filed(self, key: K) -> list[ObjKey]:
+        """The objects filed under `key`."""
+        bucket = self._by_key.get(key)
+        if bucket is None:
+            return []
+        return [bucket[0]] if isinstance(bucket, tuple) else list(bucket)
+
     def __getitem__(self, key: K) -> Collection[V]:
         bucket = self._by_key[key]
         return (bucket[1],) if isinstance(bucket, tuple) else bucket.values()
@@ -239,6 +246,15 @@ class Informer:
         for name, indexer in self.indexers.items():
             was = indexer(key, old) if old is not None else None
             self.indexes[name].refile(key, was, indexer(key, value) if value is not None else None)
+
+    def forget(self, index: str, key: Any) -> int:
+        """Drop the objects filed under `key` in `index` from the store, with no change notice: what
+        the operator no longer reads (a counted run's pod end). Their next event projects them again;
+        the projection decides whether they are kept then. Returns how many were dropped."""
+        objs = self.indexes[index].filed(key)
+        for obj in objs:
+            self._store(obj, None)
+        return len(objs)
 
     def _delete(self, key: ObjKey, gone: Mapping[str, Any] | None = None) -> None:
         old = self.objects.get(key)

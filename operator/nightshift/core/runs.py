@@ -145,6 +145,27 @@ def with_end(view: AttemptView, end: Termination | None) -> AttemptView:
     return replace(view, exit_code=end[0], message=end[1])
 
 
+def end_read(view: AttemptView, latest_run: str | None) -> bool:
+    """Whether anything the core computes reads this attempt's pod end (exit code, message).
+
+    A succeeded attempt whose run is counted (the ledger's mark, its history rows taken) is no
+    longer read unless its run is the job's latest (`status.lastRun`) or was asked for by a
+    BackgroundJobRun (the request's status shows its exit code and output): a success's state and
+    reason do not depend on its exit code, and its event and history row were written when it was
+    counted. Failed attempts are always read (the exit code decides whether a failure is retryable),
+    and so is every attempt of a run not yet counted (its history rows). The index drops the ends
+    nothing reads: at 50,000 finished Jobs that is most of them.
+    """
+    counted = view.succeeded and view.counted is not None and not view.history_pending
+    return not counted or view.request is not None or view.run == latest_run
+
+
+def latest_run(views: Iterable[AttemptView]) -> str | None:
+    """The id of the run `status.lastRun` shows: the last in `group`'s order."""
+    runs = group(views)
+    return runs[-1].id if runs else None
+
+
 def with_pod(view: AttemptView, pod: Obj | None) -> AttemptView:
     """Copy the exit code and termination message of the attempt's pod into its view."""
     return with_end(view, termination(pod)) if pod else view
