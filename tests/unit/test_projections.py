@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import random
 from typing import Any
 
 from nightshift.api import names
 from nightshift.controller.handlers import PodEnd, _ours, _shared, cronjob_seen, pod_end
 from nightshift.controller.indexes import BgjSeen, canonical
-from nightshift.core.runs import termination, with_end, with_pod
-from tests.unit.factories import view
+from nightshift.core.runs import JobSeen, attempt_view, group, job_seen, latest_run, termination, with_end, with_pod
+from tests.unit.factories import job, t, view
 
 
 def pod(*states: dict[str, object], phase: str = "Failed") -> dict[str, Any]:
@@ -91,3 +93,54 @@ def test_a_backgroundjob_is_kept_as_canonical_json_and_read_back_whole() -> None
     )
     assert seen != BgjSeen("u1", 3, "2026-11-23T11:00:00Z", {}, canonical(spec), canonical(status))
     assert len(seen.spec_json) + len(seen.status_json) < 250
+
+
+def jobs_of_every_kind() -> list[dict[str, Any]]:
+    """Jobs with every field attempt_view reads set, and left out."""
+    when = t(2026, 3, 1, 10)
+    odd = job("odd", scheduled=when, suspend=False, started=when)
+    odd["metadata"]["annotations"][names.ANN_SCHEDULED] = "2026-03-01T12:00:00.250000+02:00"  # an offset, microseconds
+    odd["metadata"]["creationTimestamp"] = "2026-03-01T09:59:59.999999Z"
+    return [
+        job("plain"),
+        job("waits", scheduled=when, gate="Waiting: QueueFull", queue="reports", priority="high", params={"a": 1}),
+        job("cron", cron_scheduled="2026-03-01T10:00:00Z", trigger="schedule"),
+        job("retry-a2", run="retry", attempt=2, not_before=when + dt.timedelta(minutes=1), request="ask-1"),
+        job("runs", scheduled=when, suspend=False, started=when),
+        job("done", scheduled=when, suspend=False, started=when, complete=when, counted="Succeeded"),
+        job("bad", suspend=False, started=when, failed=when, reason="DeadlineExceeded", message="too long"),
+        job("skipped", outcome="Skipped: ConcurrencyForbid: run x is still running", counted="Skipped"),
+        job("pending", suspend=False, complete=when, counted="Succeeded", history_pending=True),
+        job("broken", params="{not json"),
+        odd,
+    ]
+
+
+def test_a_job_is_kept_packed_and_read_back_as_its_attempt_view() -> None:
+    """The index keeps a JobSeen; the core reads the AttemptView it gives back, equal to the one
+    attempt_view makes, and what the index files by reads the same from either."""
+    for body in jobs_of_every_kind():
+        v, seen = attempt_view(body), job_seen(body)
+        assert v is not None and seen is not None
+        assert seen.view() == v, body["metadata"]["name"]
+        assert seen.view((3, "out")) == with_end(v, (3, "out"))
+        for field in ("name", "namespace", "bgj", "run", "attempt", "counted", "started", "time", "succeeded"):
+            assert getattr(seen, field) == getattr(v, field), field
+        for field in ("history_pending", "outcome", "queue", "request", "active", "waiting"):
+            assert getattr(seen, field) == getattr(v, field), field
+        assert seen == job_seen(body)  # the informer compares projections: an unchanged Job is no change
+    assert job_seen({"metadata": {"name": "x", "labels": {}}}) is None  # not ours
+
+
+def test_the_latest_run_is_the_last_of_group() -> None:
+    rng = random.Random(7)
+    for _ in range(200):
+        views = []
+        for i in range(rng.randint(1, 8)):
+            run_id = f"r{rng.randint(0, 4)}"
+            when = t(2026, 3, 1 + rng.randint(0, 3))
+            views.append(view(f"{run_id}-a{i}", run=run_id, attempt=rng.randint(1, 3), scheduled=when))
+        want = group(views)[-1].id
+        assert latest_run(views) == want
+        assert latest_run([JobSeen.of(v) for v in views]) == want
+    assert latest_run([]) is None

@@ -30,7 +30,7 @@ from nightshift.controller.reconciler import Reconciler
 from nightshift.controller.runtime import Runtime
 from nightshift.core import validate
 from nightshift.core.plan import CronJobSeen, RequestSeen
-from nightshift.core.runs import AttemptView, Termination, attempt_view, end_read, latest_run, parse_time, termination
+from nightshift.core.runs import JobSeen, Termination, end_read, job_seen, latest_run, parse_time, termination
 from nightshift.infra import memory, metrics
 from nightshift.infra.credentials import ReloginBackoff
 from nightshift.infra.kube import BACKGROUNDJOBS, CRONJOBS, JOBS, PODS
@@ -285,7 +285,7 @@ def informers(rt: Runtime, rec: Reconciler) -> tuple[Informer, Informer, Informe
                 rec.enqueue((ns, downstream))
         rt.wake.set()
 
-    def on_job(kind: str, key: tuple[str, str], old: AttemptView | None, new: AttemptView | None) -> None:
+    def on_job(kind: str, key: tuple[str, str], old: JobSeen | None, new: JobSeen | None) -> None:
         ns, name = key
         if kind == "DELETED":
             rt.expectations.observed(("delete", ns, name))
@@ -315,7 +315,7 @@ def informers(rt: Runtime, rec: Reconciler) -> tuple[Informer, Informer, Informe
         if end is None or end.end is None or not end.job:
             return end
         ns = (pod.get("metadata") or {}).get("namespace") or ""
-        view: AttemptView | None = jobs.objects.get((ns, end.job))
+        view: JobSeen | None = jobs.objects.get((ns, end.job))
         if view is not None and not end_read(view, latest_run(jobs.indexes["job"].get((ns, view.bgj)) or ())):
             return None
         return end
@@ -358,13 +358,13 @@ def informers(rt: Runtime, rec: Reconciler) -> tuple[Informer, Informer, Informe
     jobs = Informer(
         rt.kube,
         JOBS,
-        attempt_view,
+        job_seen,
         name="jobs",
         namespaces=namespaces,
         label_selector=by_bgj,
         indexers={
             "job": lambda _, v: ((v.namespace, v.bgj), v),
-            "waiting": lambda _, v: ("waiting", v) if v.waiting else None,
+            "waiting": lambda _, v: ("waiting", v.view()) if v.waiting else None,  # the gate reads these whole
             "active": lambda _, v: ((v.namespace, v.queue or ""), v) if v.active else None,
             # start times per queue, for rate limits (a Job's startTime is set when the gate admits it)
             "admitted": lambda _, v: ((v.namespace, v.queue), v.started) if v.queue and v.started else None,

@@ -23,7 +23,7 @@ from nightshift.api.models import BackgroundJobQueueSpec, BackgroundJobSpec
 from nightshift.controller.informer import Informer, MultiIndex
 from nightshift.core import runs as runs_mod
 from nightshift.core.plan import CronJobSeen, RequestSeen
-from nightshift.core.runs import AttemptView, Run
+from nightshift.core.runs import AttemptView, JobSeen, Run
 
 Key = tuple[str, str]
 
@@ -89,11 +89,11 @@ def _one(index: Index | None, key: Any) -> Any:
 class Indexes:
     def __init__(self) -> None:
         self.bgjs: MultiIndex[Key, BgjSeen] | None = None
-        self.jobs: MultiIndex[Key, AttemptView] | None = None
+        self.jobs: MultiIndex[Key, JobSeen] | None = None
         self.pods: MultiIndex[Key, runs_mod.Termination] | None = None
         self.queues: kopf.Index[Key, dict[str, Any]] | None = None
         self.waiting: MultiIndex[str, AttemptView] | None = None
-        self.active: MultiIndex[Key, AttemptView] | None = None
+        self.active: MultiIndex[Key, JobSeen] | None = None
         self.downstream: MultiIndex[Key, str] | None = None
         self.stops: kopf.Index[str, str] | None = None
         self.admitted: MultiIndex[Key, dt.datetime] | None = None
@@ -171,7 +171,7 @@ class Indexes:
     def attempts(self, ns: str, bgj: str) -> list[AttemptView]:
         if self.jobs is None or (ns, bgj) not in self.jobs:
             return []
-        return [runs_mod.with_end(v, _one(self.pods, (ns, v.name))) for v in self.jobs[(ns, bgj)]]
+        return [v.view(_one(self.pods, (ns, v.name))) for v in self.jobs[(ns, bgj)]]
 
     def runs(self, ns: str, bgj: str) -> list[Run]:
         return runs_mod.group(self.attempts(ns, bgj))

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import struct
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Final, NamedTuple, Protocol
 
 from nightshift.api import names
 
@@ -126,6 +127,156 @@ def attempt_view(job: Obj) -> AttemptView | None:
     )
 
 
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_NO_TIME: Final = -(2**63)
+_TIMES: Final = struct.Struct("<5qB")  # created, scheduled, not_before, started, finished (µs), flags
+_SUSPENDED, _SUCCEEDED, _FAILED, _HISTORY_PENDING = 1, 2, 4, 8
+_NO_RARE: Final = (None, None, None, None, None, None, None)
+
+
+def _us(t: dt.datetime | None) -> int:
+    """Microseconds since the epoch; a time without offset is read as UTC."""
+    if t is None:
+        return _NO_TIME
+    d = (t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)) - _EPOCH
+    return (d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds
+
+
+def _time(us: int) -> dt.datetime | None:
+    return None if us == _NO_TIME else _EPOCH + dt.timedelta(microseconds=us)
+
+
+class JobSeen(NamedTuple):
+    """A Job as the index keeps it: its AttemptView, packed. 50,000 Jobs are held at once, and an
+    AttemptView with its five datetimes is about 430 bytes; this is about 200: the times (UTC
+    microseconds) and flags in one bytes object, the fields most Jobs leave empty in one tuple or
+    None, the strings many Jobs share interned. `view()` gives back the AttemptView it was made of
+    (times in UTC: every time the core writes is converted to UTC first), so the core reads what it
+    always read; the few fields the index itself files by are properties."""
+
+    name: str
+    namespace: str
+    bgj: str
+    run: str
+    attempt: int
+    trigger: str
+    priority: str
+    counted: str | None
+    times: bytes
+    # (failure_reason, failure_message, outcome, gate, queue, params, request), None when all are
+    rare: tuple[Any, ...] | None
+
+    @classmethod
+    def of(cls, v: AttemptView) -> JobSeen:
+        flags = (
+            (_SUSPENDED if v.suspended else 0)
+            | (_SUCCEEDED if v.succeeded else 0)
+            | (_FAILED if v.failed else 0)
+            | (_HISTORY_PENDING if v.history_pending else 0)
+        )
+        times = _TIMES.pack(_us(v.created), _us(v.scheduled), _us(v.not_before), _us(v.started), _us(v.finished), flags)
+        rare = (v.failure_reason, v.failure_message, v.outcome, v.gate, v.queue, v.params, v.request)
+        return cls(
+            v.name,
+            v.namespace,
+            v.bgj,
+            v.run,
+            v.attempt,
+            v.trigger,
+            v.priority,
+            v.counted,
+            times,
+            None if rare == _NO_RARE else rare,
+        )
+
+    def view(self, end: Termination | None = None) -> AttemptView:
+        """The AttemptView, with the exit code and message of the attempt's pod when `end` is given."""
+        created, scheduled, not_before, started, finished, flags = _TIMES.unpack(self.times)
+        reason, message, outcome, gate, queue, params, request = self.rare or _NO_RARE
+        return AttemptView(
+            name=self.name,
+            namespace=self.namespace,
+            bgj=self.bgj,
+            run=self.run,
+            attempt=self.attempt,
+            trigger=self.trigger,
+            created=_time(created) or _EPOCH,
+            scheduled=_time(scheduled),
+            not_before=_time(not_before),
+            suspended=bool(flags & _SUSPENDED),
+            started=_time(started),
+            finished=_time(finished),
+            succeeded=bool(flags & _SUCCEEDED),
+            failed=bool(flags & _FAILED),
+            failure_reason=reason,
+            failure_message=message,
+            outcome=outcome,
+            gate=gate,
+            priority=self.priority,
+            queue=queue,
+            params=params,
+            exit_code=end[0] if end is not None else None,
+            message=end[1] if end is not None else None,
+            counted=self.counted,
+            history_pending=bool(flags & _HISTORY_PENDING),
+            request=request,
+        )
+
+    def _time_at(self, i: int) -> dt.datetime | None:
+        return _time(_TIMES.unpack(self.times)[i])
+
+    @property
+    def _flags(self) -> int:
+        flags: int = _TIMES.unpack(self.times)[5]
+        return flags
+
+    @property
+    def started(self) -> dt.datetime | None:
+        return self._time_at(3)
+
+    @property
+    def time(self) -> dt.datetime:
+        return self._time_at(1) or self._time_at(0) or _EPOCH
+
+    @property
+    def succeeded(self) -> bool:
+        return bool(self._flags & _SUCCEEDED)
+
+    @property
+    def history_pending(self) -> bool:
+        return bool(self._flags & _HISTORY_PENDING)
+
+    @property
+    def outcome(self) -> str | None:
+        return None if self.rare is None else self.rare[2]
+
+    @property
+    def queue(self) -> str | None:
+        return None if self.rare is None else self.rare[4]
+
+    @property
+    def request(self) -> str | None:
+        return None if self.rare is None else self.rare[6]
+
+    @property
+    def active(self) -> bool:
+        """As AttemptView.active."""
+        finished = _TIMES.unpack(self.times)[4] != _NO_TIME
+        return not self._flags & _SUSPENDED and not finished and self.outcome is None
+
+    @property
+    def waiting(self) -> bool:
+        """As AttemptView.waiting."""
+        finished = _TIMES.unpack(self.times)[4] != _NO_TIME
+        return bool(self._flags & _SUSPENDED) and not finished and self.outcome is None
+
+
+def job_seen(job: Obj) -> JobSeen | None:
+    """The informer's projection of a Job: its AttemptView, packed (None for a Job that is not ours)."""
+    v = attempt_view(job)
+    return JobSeen.of(v) if v is not None else None
+
+
 Termination = tuple[Any, Any]  # (exit code, message) of a pod's first terminated container
 
 
@@ -145,7 +296,26 @@ def with_end(view: AttemptView, end: Termination | None) -> AttemptView:
     return replace(view, exit_code=end[0], message=end[1])
 
 
-def end_read(view: AttemptView, latest_run: str | None) -> bool:
+class Attempt(Protocol):
+    """What `end_read` and `latest_run` read of an attempt: an AttemptView or a JobSeen."""
+
+    @property
+    def run(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def time(self) -> dt.datetime: ...
+    @property
+    def succeeded(self) -> bool: ...
+    @property
+    def counted(self) -> str | None: ...
+    @property
+    def history_pending(self) -> bool: ...
+    @property
+    def request(self) -> str | None: ...
+
+
+def end_read(view: Attempt, latest_run: str | None) -> bool:
     """Whether anything the core computes reads this attempt's pod end (exit code, message).
 
     A succeeded attempt whose run is counted (the ledger's mark, its history rows taken) is no
@@ -160,10 +330,15 @@ def end_read(view: AttemptView, latest_run: str | None) -> bool:
     return not counted or view.request is not None or view.run == latest_run
 
 
-def latest_run(views: Iterable[AttemptView]) -> str | None:
-    """The id of the run `status.lastRun` shows: the last in `group`'s order."""
-    runs = group(views)
-    return runs[-1].id if runs else None
+def latest_run(views: Iterable[Attempt]) -> str | None:
+    """The id of the run `status.lastRun` shows: the last in `group`'s order (by the time of its
+    first attempt, then id)."""
+    first: dict[str, tuple[int, dt.datetime]] = {}
+    for v in views:
+        seen = first.get(v.run)
+        if seen is None or v.attempt < seen[0]:
+            first[v.run] = (v.attempt, v.time)
+    return max(first, key=lambda r: (first[r][1], r)) if first else None
 
 
 def with_pod(view: AttemptView, pod: Obj | None) -> AttemptView:
