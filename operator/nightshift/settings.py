@@ -45,6 +45,13 @@ class Settings(BaseSettings):
         "Applying 10,000 BackgroundJobs takes two writes each.",
     )
     kube_burst: int = Field(default=400, ge=1, description="API requests the operator may make at once above kube_qps.")
+    gate_kube_qps: float = Field(
+        default=50.0,
+        ge=0,
+        description="The gate's own budget of API requests a second (admissions, skips, waiting notes), apart "
+        "from kube_qps: an admission never queues behind a burst of reconciles (0: no limit).",
+    )
+    gate_kube_burst: int = Field(default=100, ge=1, description="The gate's API requests at once above gate_kube_qps.")
     reconcile_workers: int = Field(
         default=32,
         ge=1,

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from nightshift.infra.ratelimit import LimitedKube, TokenBucket
+from nightshift.infra.ratelimit import LimitedKube, TokenBucket, gate_lane
 from nightshift.settings import Settings
 
 
@@ -68,6 +68,39 @@ def test_limited_kube_takes_a_token_per_request(monkeypatch: pytest.MonkeyPatch)
     client.limiter = TokenBucket(rate=1, burst=2, clock=clock)
     assert asyncio.run(client.request("GET", "/a")) == "ok"
     assert calls == ["/a"] and client.limiter.tokens == 1
+
+
+def test_the_gate_draws_from_its_own_bucket_and_so_do_the_tasks_it_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reconcile burst that emptied the shared bucket does not hold an admission back."""
+
+    async def fake_request(self: object, method: str, path: str, **kwargs: object) -> str:
+        return path
+
+    monkeypatch.setattr("nightshift.infra.kube.Kube.request", fake_request)
+    client = LimitedKube.__new__(LimitedKube)
+    clock = Clock()
+    client.limiter = TokenBucket(rate=1, burst=1, clock=clock)
+    client.gate_limiter = TokenBucket(rate=1, burst=5, clock=clock)
+
+    async def gate() -> None:
+        gate_lane()
+        await client.request("PATCH", "/admit")
+        await asyncio.gather(client.request("PATCH", "/note"))  # a task the gate started: same lane
+
+    async def main() -> None:
+        await client.request("GET", "/reconcile")  # the shared bucket's only token
+        await asyncio.create_task(gate())
+        await client.request("GET", "/after")  # back outside the gate's task: the shared bucket again
+
+    loop_sleeps: list[float] = []
+
+    async def no_sleep(delay: float) -> None:
+        loop_sleeps.append(delay)
+
+    monkeypatch.setattr("nightshift.infra.ratelimit.asyncio.sleep", no_sleep)
+    asyncio.run(main())
+    assert client.gate_limiter.tokens == 3  # the admission and the note
+    assert client.limiter.tokens == -1 and loop_sleeps == [1.0]  # only "/after" waited, on the shared one
 
 
 def test_defaults_hold_at_ten_thousand_jobs() -> None:

@@ -19,11 +19,13 @@ from typing import Any
 
 from nightshift.api import names
 from nightshift.controller.indexes import LazyAdmissions, LazyRuns
+from nightshift.controller.latest import LatestWrites
 from nightshift.controller.runtime import Runtime
 from nightshift.core import gate, render
 from nightshift.core.runs import AttemptView
 from nightshift.infra import metrics
 from nightshift.infra.kube import JOBS, JSON_PATCH, QUEUES, ApiError
+from nightshift.infra.ratelimit import gate_lane
 
 log = logging.getLogger("nightshift")
 
@@ -32,10 +34,23 @@ class Gate:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.queue_status: dict[tuple[str, str], tuple[int, int]] = {}
+        # notes (a run's "Waiting: ..." and its event, a queue's counts) are written off the pass:
+        # its own writes are only the decisions, so a free slot is filled within one pass
+        self.notes: LatestWrites[tuple[str, ...]] = LatestWrites(rt.settings.gate_workers, on_error=self._note_failed)
+        self.noted: dict[tuple[str, str], str] = {}  # the note each waiting run was last sent (or seen with)
 
     async def loop(self) -> None:
         rt = self.rt
+        gate_lane()  # the gate's requests (and its notes' task, started below) use the gate's own bucket
         await rt.indexes.wait_bound()
+        notes = asyncio.create_task(self.notes.run())
+        try:
+            await self._loop()
+        finally:
+            notes.cancel()
+
+    async def _loop(self) -> None:
+        rt = self.rt
         next_at: float | None = None
         while True:
             timeout = rt.settings.gate_interval_seconds
@@ -101,32 +116,68 @@ class Gate:
                     await self.cancel_runs(view.namespace, view.bgj, decision.runs, decision.reason)
                 admit = [*_STILL_WAITING, {"op": "replace", "path": "/spec/suspend", "value": False}, *_NO_GATE]
                 writes.append(functools.partial(self._decide_job, view, admit))
+                self._decided(view)
                 snap.take(view.namespace, spec.queue)
                 rt.expectations.expect(("admit", view.namespace, view.name), (spec.queue, True))
                 metrics.observe_admission_wait(view.namespace, spec.queue, (snap.now - view.time).total_seconds())
             elif isinstance(decision, gate.Skip):
                 outcome = {"op": "add", "path": _OUTCOME_PATH, "value": f"Skipped: {decision.reason}"}
                 writes.append(functools.partial(self._decide_job, view, [*_STILL_WAITING, outcome]))
+                self._decided(view)
                 rt.expectations.expect(("admit", view.namespace, view.name), (spec.queue, False))
             else:
                 if decision.until is not None and (earliest is None or decision.until < earliest):
                     earliest = decision.until
                 key = (view.namespace, spec.queue or "")
                 waiting_per_queue[key] = waiting_per_queue.get(key, 0) + 1
-                text = f"Waiting: {decision.reason}"
-                if view.gate != text:
-                    writes.append(functools.partial(self._waiting, view, text, decision.reason))
+                self._note(view, f"Waiting: {decision.reason}", decision.reason)
         await self._write(writes)
-        await self._queues(per_queue, waiting_per_queue, snap)
+        self._forget_notes(waiting)
+        self._queues(per_queue, waiting_per_queue, snap)
         return earliest
 
-    async def _queues(
+    def _note(self, view: AttemptView, text: str, reason: str) -> None:
+        """Queue a waiting run's note unless it carries it, or it was sent and the watch is behind."""
+        key = (view.namespace, view.name)
+        shown = view.gate
+        sent = self.noted.get(key, shown)
+        if view.gate == text:
+            self.noted[key] = text
+            return
+        if sent == text:
+            return
+        self.noted[key] = text
+        self.notes.put(("job", *key), functools.partial(self._waiting, view, text, reason, sent))
+
+    def _note_failed(self, key: tuple[str, ...]) -> None:
+        if key[0] == "job":
+            self.noted.pop((key[1], key[2]), None)  # the next pass sends it again
+        elif key[0] == "queue":
+            self.queue_status.pop((key[1], key[2]), None)
+
+    def _forget_notes(self, waiting: list[AttemptView]) -> None:
+        """Runs no longer waiting need no note: the memory and any note not yet sent go (O(waiting))."""
+        if len(self.noted) <= len(waiting):
+            return
+        still = {(v.namespace, v.name) for v in waiting}
+        for key in [k for k in self.noted if k not in still]:
+            del self.noted[key]
+            self.notes.drop(("job", *key))
+
+    def _decided(self, view: AttemptView) -> None:
+        """Admitted or skipped: a note not yet written would only be refused (the Job no longer waits)."""
+        key = (view.namespace, view.name)
+        self.noted.pop(key, None)
+        self.notes.drop(("job", *key))
+
+    def _queues(
         self,
         per_queue: dict[tuple[str, str], int],
         waiting_per_queue: dict[tuple[str, str], int],
         snap: gate.Snapshot,
     ) -> None:
-        """Queue gauges for this pass (a queue that went loses its series) and each declared queue's status."""
+        """Queue gauges for this pass (a queue that went loses its series) and each declared queue's
+        status, queued as a note: the latest counts win, a pass never waits on them."""
         counts = {
             key: (waiting_per_queue.get(key, 0), snap.running_by_queue.get(key, per_queue.get(key, 0)))
             for key in per_queue.keys() | waiting_per_queue.keys()
@@ -140,13 +191,16 @@ class Gate:
             current = counts.get((ns, q), (0, 0))
             if self.queue_status.get((ns, q)) != current:
                 self.queue_status[(ns, q)] = current
-                try:
-                    await self.rt.kube().patch(
-                        QUEUES, q, {"status": {"waiting": current[0], "running": current[1]}}, ns, sub="status"
-                    )
-                except ApiError as e:
-                    if not e.not_found:
-                        raise
+                self.notes.put(("queue", ns, q), functools.partial(self._queue_status, ns, q, current))
+
+    async def _queue_status(self, ns: str, q: str, counts: tuple[int, int]) -> None:
+        try:
+            await self.rt.kube().patch(
+                QUEUES, q, {"status": {"waiting": counts[0], "running": counts[1]}}, ns, sub="status"
+            )
+        except ApiError as e:
+            if not e.not_found:
+                raise
 
     async def _write(self, writes: list[Callable[[], Awaitable[None]]]) -> None:
         """Run the pass's writes, at most `gate_workers` at once: 500 admissions one after the other
@@ -166,11 +220,21 @@ class Gate:
             if isinstance(result, BaseException):
                 raise result
 
-    async def _waiting(self, view: AttemptView, text: str, reason: str) -> None:
-        """Why a run waits, on its Job; an event per new kind of wait."""
-        await self._patch_job(view, {"metadata": {"annotations": {names.ANN_GATE: text}}})
+    async def _waiting(self, view: AttemptView, text: str, reason: str, before: str | None) -> None:
+        """Why a run waits, on its Job, only while it still waits (the tests make a note that comes
+        after its admission a refusal, not a stale "Waiting" on a running Job); an event per new
+        kind of wait."""
+        note = {"op": "add", "path": _GATE_PATH, "value": text}
+        try:
+            await self.rt.kube().patch(
+                JOBS, view.name, [*_STILL_WAITING, note], view.namespace, content_type=JSON_PATCH
+            )
+        except ApiError as e:
+            if e.status == 422 or e.not_found:
+                return  # decided (or gone) meanwhile
+            raise
         owner = self._owner(view)
-        if owner and _reason_kind(view.gate) != _reason_kind(text):
+        if owner and _reason_kind(before) != _reason_kind(text):
             await self.rt.events.post(owner, "Normal", "RunWaiting", f"run {view.run} waits: {reason}")
 
     def _owner(self, view: AttemptView) -> render.Owner | None:

@@ -171,6 +171,7 @@ class Runtime:
         if self._kube is None:
             client = LimitedKube.from_env()
             client.limiter = TokenBucket(self.settings.kube_qps, self.settings.kube_burst)
+            client.gate_limiter = TokenBucket(self.settings.gate_kube_qps, self.settings.gate_kube_burst)
             # every reconcile worker and gate writer may have a request in flight, and events and the
             # informers' lists besides
             client.pool = max(64, self.settings.reconcile_workers + self.settings.gate_workers + 16)

@@ -5,11 +5,19 @@ loop, never blocking it) until its token is due. Requests reserve tokens in the 
 the wait is fair and one burst of 10,000 first passes cannot starve the gate's admissions for long.
 Watches are not limited (they are long-lived, as in client-go). `LimitedKube` puts the bucket in
 front of `Kube.request` without touching the client itself.
+
+The gate has a bucket of its own (`gate_lane`): fair FIFO tokens made an admission wait behind every
+request reserved before it, and 500 run requests arriving at once reserve about 2,000 (a Job, the
+request's status, the run's waiting note and event each), which held admissions back by up to 8 s
+at 200 QPS while slots stood free. Its writes are few (bounded by the runs it decides), so its own
+budget cannot swamp the API server, and requests from the gate's task (and the tasks it gathers,
+which inherit its context) draw from it without passing a client around.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Callable
 from typing import Any
@@ -43,12 +51,22 @@ class TokenBucket:
             await asyncio.sleep(delay)
 
 
+_GATE_LANE: contextvars.ContextVar[bool] = contextvars.ContextVar("nightshift_gate_lane", default=False)
+
+
+def gate_lane() -> None:
+    """From here on, this task's requests (and those of tasks it starts) use the gate's bucket."""
+    _GATE_LANE.set(True)
+
+
 class LimitedKube(Kube):
-    """The API client with a token bucket in front of every request but watches."""
+    """The API client with a token bucket in front of every request but watches; the gate's own lane."""
 
     limiter: TokenBucket | None = None
+    gate_limiter: TokenBucket | None = None
 
     async def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        if self.limiter is not None:
-            await self.limiter.acquire()
+        bucket = self.gate_limiter if _GATE_LANE.get() and self.gate_limiter is not None else self.limiter
+        if bucket is not None:
+            await bucket.acquire()
         return await super().request(method, path, **kwargs)
