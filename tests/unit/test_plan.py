@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -259,6 +260,18 @@ def test_overlapping_runs_each_end_once() -> None:
     assert [e.result for e in p.endings] == ["Succeeded"] * 5
     marked = [succeeded(f"nightly-{i}", t(2026, 3, 9, 14, i), counted="Succeeded") for i in range(5)]
     assert planned(observed(s, marked)).endings == []
+
+
+def test_a_mark_written_but_not_yet_watched_counts_as_counted() -> None:
+    """A pass between the mark's write and the watch bringing it back (another run's event queued the
+    job meanwhile) counts nothing twice; pruning still waits for the mark to be seen."""
+    s = spec(concurrencyPolicy="Allow", history={"successful": 1, "failed": 1})
+    views = [succeeded(f"nightly-{i}", t(2026, 3, 9, 14, i)) for i in range(3)]
+    o = dataclasses.replace(observed(s, views), counting=frozenset({"nightly-0", "nightly-1"}))
+    p = planned(o)
+    assert [e.run.id for e in p.endings] == ["nightly-2"]
+    assert p.delete_jobs == []
+    assert p.status == planned(observed(s, views)).status  # the status does not depend on the ledger
 
 
 def test_a_failure_next_to_a_newer_skip_is_counted_and_dead_letters() -> None:

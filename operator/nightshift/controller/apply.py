@@ -1,15 +1,18 @@
 """apply(plan): the only code that writes, in an order that keeps every run accounted for once.
 
-Order matters: attempts are created before status claims them, the ledger's mark goes on a Job only
-after its event is posted and its history rows are queued (both idempotent), and the metric is
-counted only once the mark is written; a Job is pruned only after its mark was seen.
+Order matters: attempts are created before status claims them, the ledger's mark goes on a Job
+only after its event is posted and its history rows are queued (both idempotent), the metric is
+counted only once the mark is written, and the status only after that; a Job is pruned only after
+its mark was seen. A pass's endings (different Jobs) are counted at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import logging
+from collections.abc import Awaitable, Iterable
 from typing import Any, cast
 
 from nightshift.api import names
@@ -73,8 +76,7 @@ async def apply(rt: Runtime, o: Observed, p: Plan) -> None:
                     metrics.observe_retry(ns, name)
                 if new.event:
                     await rt.events.post(owner, *new.event)
-    for ending in p.endings:
-        await _count(rt, owner, ending)
+    await _all(_count(rt, owner, ending) for ending in p.endings)
     await _recorded(rt, ns, p.unrecorded)
     await _write_status(rt, o, p.status)
     if p.quarantine:
@@ -141,22 +143,43 @@ async def _recorded(rt: Runtime, ns: str, unrecorded: list[tuple[str, tuple[Any,
                 raise
 
 
+async def _all(writes: Iterable[Awaitable[None]]) -> None:
+    """Independent writes at once (a pass's run ends, each in its own order); all finish before the
+    first error is raised, so none is cut off between its event and its mark."""
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
 async def _count(rt: Runtime, owner: render.Owner, ending: Ending) -> None:
-    """The ledger: event (deterministic name), history (idempotent upsert), the mark, then the metric."""
+    """The ledger: event (deterministic name), history (idempotent upsert), the mark, then the metric;
+    the status comes after all of a pass's endings, so a status that shows a run means it was counted.
+
+    The event goes before the mark, not beside it (one round trip less): a crash between the two
+    would lose the Event for good, since nothing reads Events back, and the invariant is one end
+    Event per counted run."""
     type_, reason, message = ending.event
+    ns = owner.namespace
     await rt.events.post(owner, type_, reason, message, key=f"end/{ending.run.id}")
-    mark = {names.ANN_COUNTED: ending.result}
+    annotations = {names.ANN_COUNTED: ending.result}
     if rt.history is not None:
         for row in ending.history:
             rt.history.record(row)
         if not await rt.history.wait_durable(ending.history, timeout=HISTORY_WAIT_S):
-            mark[names.ANN_HISTORY_PENDING] = "true"  # offered again until the store has them
+            annotations[names.ANN_HISTORY_PENDING] = "true"  # offered again until the store has them
     try:
-        await rt.kube().patch(JOBS, ending.job, {"metadata": {"annotations": mark}}, owner.namespace)
+        await rt.kube().patch(JOBS, ending.job, {"metadata": {"annotations": annotations}}, ns)
     except ApiError as e:
         if not e.not_found:
             raise
         return  # deleted meanwhile (by hand): nothing carries the mark, so count nothing rather than twice
+    # counted from now on, though the watch may not show the mark to the next pass yet
+    rt.expectations.expect(("counted", ns, ending.job), ending.result)
+    _observe(owner, ending)
+
+
+def _observe(owner: render.Owner, ending: Ending) -> None:
     metrics.observe_run(
         owner.namespace,
         owner.name,

@@ -290,8 +290,11 @@ def informers(rt: Runtime, rec: Reconciler) -> tuple[Informer, Informer, Informe
         if kind == "DELETED":
             rt.expectations.observed(("delete", ns, name))
             rt.expectations.observed(("admit", ns, name))
+            rt.expectations.observed(("counted", ns, name))
         elif new is None or not new.waiting:
             rt.expectations.observed(("admit", ns, name))
+            if new is not None and new.counted:
+                rt.expectations.observed(("counted", ns, name))
         view = new or old
         if view is not None:
             if new is not None:

@@ -40,6 +40,10 @@ def observe(rt: Runtime, key: Key) -> Observed | None:
             problem = Problem(found.reason, found.message)
         for up in spec.run_after:
             upstream[up] = (ix.spec(ns, up), ix.runs(ns, up))
+    runs = ix.runs(ns, name)
+    counting = frozenset(
+        r.last.name for r in runs if not r.last.counted and rt.expectations.pending(("counted", ns, r.last.name))
+    )
     return Observed(
         owner=owner,
         generation=entry.generation,
@@ -48,11 +52,12 @@ def observe(rt: Runtime, key: Key) -> Observed | None:
         spec=spec,
         invalid=invalid,
         written=written,
-        runs=ix.runs(ns, name),
+        runs=runs,
         requests=ix.requests_of(ns, name),
         upstream=upstream,
         cronjob=ix.cronjob(ns, name),
         problem=problem,
         now=rt.clock(),
         settings=rt.settings,
+        counting=counting,
     )

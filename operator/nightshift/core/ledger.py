@@ -13,7 +13,7 @@ twice; a crash before the mark repeats only idempotent writes.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 
 from nightshift.core.records import AttemptRecord
@@ -97,11 +97,12 @@ def history_rows(run: Run, result: str, reason: str | None) -> tuple[AttemptReco
     return tuple(rows)
 
 
-def endings(runs: Sequence[Run], rule: RetryRule) -> list[Ending]:
-    """Runs that ended and are not yet counted, oldest first."""
+def endings(runs: Sequence[Run], rule: RetryRule, counting: Set[str] = frozenset()) -> list[Ending]:
+    """Runs that ended and are not yet counted, oldest first. `counting`: final Jobs whose mark was
+    written and is not yet seen (counted all the same)."""
     out = []
     for run in runs:
-        if run.last.counted:
+        if run.last.counted or run.last.name in counting:
             continue
         result, reason = state(run, rule)
         if result not in TERMINAL:
