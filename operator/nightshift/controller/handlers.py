@@ -297,13 +297,15 @@ def informers(rt: Runtime, rec: Reconciler) -> tuple[Informer, Informer, Informe
                 rt.expectations.observed(("counted", ns, name))
         view = new or old
         if view is not None:
-            if new is not None:
-                drop_unread_ends(ns, view.bgj)
+            if kind == "ADDED" or (new is not None and not end_read(new, None)):
+                drop_unread_ends(ns, view.bgj)  # a new run (the latest may change) or a counted success
             owner_changed(ns, view.bgj)
 
     def drop_unread_ends(ns: str, bgj: str) -> None:
         """A Job's mark or a newer run makes pod ends nothing reads any more: the index lets them go
-        (runs.end_read). A pod listed after its Job is not stored at all (`pod_kept`)."""
+        (runs.end_read). A pod listed after its Job is not stored at all (`pod_kept`). Only a new Job
+        or a change to a Job whose end could go looks (end_read with no latest run: a counted
+        success that no request asked for), so the Job updates of a running run cost nothing here."""
         views = jobs.indexes["job"].get((ns, bgj))
         if not views:
             return
