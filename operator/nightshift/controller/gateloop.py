@@ -41,9 +41,11 @@ class Gate:
 
     async def loop(self) -> None:
         rt = self.rt
-        gate_lane()  # the gate's requests (and its notes' task, started below) use the gate's own bucket
-        await rt.indexes.wait_bound()
+        # the notes' task first, so it keeps the shared bucket: 500 notes and their events in the
+        # gate's own (50 a second) held the next admission back by seconds
         notes = asyncio.create_task(self.notes.run())
+        gate_lane()  # from here, this task's requests (its decisions) use the gate's own bucket
+        await rt.indexes.wait_bound()
         try:
             await self._loop()
         finally:

@@ -11,7 +11,9 @@ request reserved before it, and 500 run requests arriving at once reserve about 
 request's status, the run's waiting note and event each), which held admissions back by up to 8 s
 at 200 QPS while slots stood free. Its writes are few (bounded by the runs it decides), so its own
 budget cannot swamp the API server, and requests from the gate's task (and the tasks it gathers,
-which inherit its context) draw from it without passing a client around.
+which inherit its context) draw from it without passing a client around. Its notes (a waiting run's
+reason, a queue's counts) are written by a task started outside the lane: they are many when runs
+arrive in bulk, and in the gate's bucket they would queue ahead of the next admission.
 """
 
 from __future__ import annotations
