@@ -726,6 +726,7 @@ class GateMeter:
         self.pod_done: dict[str, float] = {}
         self.free: list[float] = []  # free slots not yet taken, oldest first
         self.gaps: list[float] = []  # free slot -> admission, seconds
+        self.gap_at: list[float] = []  # when each of those admissions was seen
         self.running = 0
         self.max_running = 0
 
@@ -742,6 +743,7 @@ class GateMeter:
                 self.max_running = max(self.max_running, self.running)
                 if self.free:
                     self.gaps.append(t - self.free.pop(0))
+                    self.gap_at.append(t)
             if _finished(job) and name in self.admitted and name not in self.finished:
                 self.finished[name] = t
                 if any(c.get("type") == "Failed" for c in (job.get("status") or {}).get("conditions") or []):
@@ -821,6 +823,8 @@ def gate_phase(api: Api, op: Operator, n: int) -> dict[str, Any]:
         admitted, finished = dict(meter.admitted), dict(meter.finished)
         pod_created, pod_done = dict(meter.pod_created), dict(meter.pod_done)
         gaps, failed, max_running = list(meter.gaps), len(meter.failed), meter.max_running
+        gap_at = list(meter.gap_at)
+    t_intake = intake[0] if intake else t0
     first, last = min(admitted.values()), max(finished.values())
     run_time = [finished[j] - admitted[j] for j in finished]
     busy = sum(run_time)  # slot-seconds the queue's runs held between the first admission and the last finish
@@ -852,6 +856,10 @@ def gate_phase(api: Api, op: Operator, n: int) -> dict[str, Any]:
         # the same split at the moment every run's Job existed: the intake of the N requests (a
         # pass creates its job's Jobs), then the queue draining (admissions and ends only)
         "intake_s": intake[0] - t0 if intake else None,
+        # free slot -> admission while the requests still became Jobs (the API server busy with the
+        # intake's creates), and after
+        "slot_to_admission_intake_s": spread([g for g, at in zip(gaps, gap_at, strict=True) if at <= t_intake]),
+        "slot_to_admission_draining_s": spread([g for g, at in zip(gaps, gap_at, strict=True) if at > t_intake]),
         "reconcile_intake": reconcile_quantiles(before, intake[1]) if intake else None,
         "reconcile_draining": reconcile_quantiles(intake[1], after) if intake else None,
     }
@@ -869,6 +877,12 @@ def gate_table(r: dict[str, Any]) -> str:
         f"{'gate: ' + str(r['runs']) + ' runs on a queue of ' + str(r['concurrency']):40} {'p50':>10} {'p99':>10} {'max':>10}",
         f"{'free slot -> admission (ms)':40} {ms(gap)}",
         f"{'  admissions measured / runs':40} {gap['n']:>10} {r['runs']:>10}",
+    ]
+    for label, key in (("intake", "slot_to_admission_intake_s"), ("draining", "slot_to_admission_draining_s")):
+        part = r.get(key)
+        if part and part.get("n"):
+            lines.append(f"{'  ' + label + ' (' + str(part['n']) + ')':40} {ms(part)}")
+    lines += [
         f"{'admission -> pod created (ms)':40} {ms(r['admission_to_pod_s'])}",
         f"{'pod created -> pod finished (ms)':40} {ms(r['pod_to_pod_done_s'])}",
         f"{'pod finished -> Job finished (ms)':40} {ms(r['pod_done_to_finished_s'])}",
