@@ -222,8 +222,8 @@ async def _replace_status(rt: Runtime, res: Resource, name: str, namespace: str,
 
 
 def _export(rt: Runtime, o: Observed, p: Plan) -> None:
-    """The pass's view for the per-job gauges: one dict assignment; the collector derives the values
-    from the planned status when /metrics is scraped."""
+    """The pass's view for the per-job gauges: the values worked out now (the view keeps them, not
+    the status), one dict assignment; the collector reads them when /metrics is scraped."""
     spec = o.spec
     interval = None
     if spec is not None and not spec.suspend:
