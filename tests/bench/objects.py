@@ -99,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     rt = Runtime(Settings(), kube=AcceptingKube())  # type: ignore[arg-type]
     rt.leading.set()
     rec = Reconciler(rt)
-    bgjs, jobs, pods, cronjobs = handlers.informers(rt, rec)
-    rt.indexes.attach(bgjs, jobs, pods, cronjobs)
-    rt.indexes.queues, rt.indexes.stops, rt.indexes.requests = {}, {}, {}  # type: ignore[assignment]
+    bgjs, jobs, pods, cronjobs, requests = handlers.informers(rt, rec)
+    rt.indexes.attach(bgjs, jobs, pods, cronjobs, requests)
+    rt.indexes.queues, rt.indexes.stops = {}, {}  # type: ignore[assignment]
     rt.indexes.kopf_bound = True
     made_b, made_c, made_j = bodies(args.bgjs, args.jobs)
 

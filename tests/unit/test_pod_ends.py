@@ -97,8 +97,8 @@ def done(name: str, n: int, **kw: Any) -> dict[str, Any]:
 
 def wired() -> tuple[Runtime, Any, Any]:
     rt = Runtime(Settings())
-    bgjs, jobs, pods, cronjobs = handlers.informers(rt, types.SimpleNamespace(enqueue=lambda *a, **k: None))  # type: ignore[arg-type]
-    rt.indexes.attach(bgjs, jobs, pods, cronjobs)
+    bgjs, jobs, pods, cronjobs, requests = handlers.informers(rt, types.SimpleNamespace(enqueue=lambda *a, **k: None))  # type: ignore[arg-type]
+    rt.indexes.attach(bgjs, jobs, pods, cronjobs, requests)
     return rt, jobs, pods
 
 

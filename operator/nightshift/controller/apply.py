@@ -1,9 +1,11 @@
 """apply(plan): the only code that writes, in an order that keeps every run accounted for once.
 
-Order matters: attempts are created before status claims them, the ledger's mark goes on a Job
-only after its event is posted and its history rows are queued (both idempotent), the metric is
-counted only once the mark is written, and the status only after that; a Job is pruned only after
-its mark was seen. A pass's endings (different Jobs) are counted at once.
+Order matters: attempts are created before status claims them; a run's end is counted in the
+metrics (once per process) and its event posted before anything shows it (the status, its
+request's status), which are written beside the ledger's mark on the Job; the mark goes on only
+after the event (deterministic name) and the history rows (idempotent upsert), so a crash before
+it repeats only writes the API server or the store refuses to double; a Job is pruned only after
+its mark was seen.
 """
 
 from __future__ import annotations
@@ -76,9 +78,18 @@ async def apply(rt: Runtime, o: Observed, p: Plan) -> None:
                     metrics.observe_retry(ns, name)
                 if new.event:
                     await rt.events.post(owner, *new.event)
-    await _all(_count(rt, owner, ending) for ending in p.endings)
-    await _recorded(rt, ns, p.unrecorded)
-    await _write_status(rt, o, p.status)
+    # the ledger: each end counted in this process and its event posted, then the marks, the status
+    # and the requests' statuses at once (one round trip, not three in a row: a run's end reaches
+    # its status in two)
+    await _all(_announce(rt, owner, ending) for ending in p.endings)
+    await _all(
+        [
+            *(_mark(rt, owner, ending) for ending in p.endings),
+            _recorded(rt, ns, p.unrecorded),
+            _write_status(rt, o, p.status),
+            *(_replace_status(rt, BACKGROUNDJOBRUNS, req, ns, status) for req, status in p.request_status.items()),
+        ]
+    )
     if p.quarantine:
         await k.patch(BACKGROUNDJOBS, name, {"spec": {"suspend": True}}, ns)
         entry = rt.indexes.bgj(ns, name)
@@ -86,8 +97,6 @@ async def apply(rt: Runtime, o: Observed, p: Plan) -> None:
             entry.spec_json = canonical({**entry.spec, "suspend": True})
     if p.missed:
         metrics.observe_missed_runs(ns, name, p.missed)
-    for req, status in p.request_status.items():
-        await _replace_status(rt, BACKGROUNDJOBRUNS, req, ns, status)
     for job in p.delete_jobs:
         if rt.expectations.pending(("delete", ns, job)) is None:
             rt.expectations.expect(("delete", ns, job))
@@ -144,24 +153,33 @@ async def _recorded(rt: Runtime, ns: str, unrecorded: list[tuple[str, tuple[Any,
 
 
 async def _all(writes: Iterable[Awaitable[None]]) -> None:
-    """Independent writes at once (a pass's run ends, each in its own order); all finish before the
-    first error is raised, so none is cut off between its event and its mark."""
+    """Independent writes at once; all finish before the first error is raised."""
     results = await asyncio.gather(*writes, return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):
             raise result
 
 
-async def _count(rt: Runtime, owner: render.Owner, ending: Ending) -> None:
-    """The ledger: event (deterministic name), history (idempotent upsert), the mark, then the metric;
-    the status comes after all of a pass's endings, so a status that shows a run means it was counted.
+async def _announce(rt: Runtime, owner: render.Owner, ending: Ending) -> None:
+    """An end's count in this process's metrics (once: `rt.counted` remembers it until the watch
+    shows the Job's mark), then its event (a deterministic name: a repeat is refused).
 
-    The event goes before the mark, not beside it (one round trip less): a crash between the two
-    would lose the Event for good, since nothing reads Events back, and the invariant is one end
-    Event per counted run."""
-    type_, reason, message = ending.event
+    Both come before anything that shows the end (the status, the request's status), so whoever
+    sees it there finds the event and the metric too. The metric is in memory and restarts with
+    the process; the mark (`_mark`) is what makes the count durable: a process that starts after
+    a crash before the mark counts the run in its own metrics and posts the event again (refused)."""
     ns = owner.namespace
+    if (ns, ending.job) not in rt.counted:
+        rt.counted.add((ns, ending.job))
+        _observe(owner, ending)
+    type_, reason, message = ending.event
     await rt.events.post(owner, type_, reason, message, key=f"end/{ending.run.id}")
+
+
+async def _mark(rt: Runtime, owner: render.Owner, ending: Ending) -> None:
+    """The ledger's mark on the run's final Job, once its history rows are queued (an idempotent
+    upsert): after it no process counts the run again. Written beside the status, after the event,
+    so a crash between the event and the mark repeats only the event (refused by name)."""
     annotations = {names.ANN_COUNTED: ending.result}
     if rt.history is not None:
         for row in ending.history:
@@ -169,14 +187,11 @@ async def _count(rt: Runtime, owner: render.Owner, ending: Ending) -> None:
         if not await rt.history.wait_durable(ending.history, timeout=HISTORY_WAIT_S):
             annotations[names.ANN_HISTORY_PENDING] = "true"  # offered again until the store has them
     try:
-        await rt.kube().patch(JOBS, ending.job, {"metadata": {"annotations": annotations}}, ns)
+        await rt.kube().patch(JOBS, ending.job, {"metadata": {"annotations": annotations}}, owner.namespace)
     except ApiError as e:
         if not e.not_found:
-            raise
-        return  # deleted meanwhile (by hand): nothing carries the mark, so count nothing rather than twice
-    # counted from now on, though the watch may not show the mark to the next pass yet
-    rt.expectations.expect(("counted", ns, ending.job), ending.result)
-    _observe(owner, ending)
+            raise  # the next pass writes it again; `rt.counted` keeps the metric from counting twice
+        rt.counted.discard((owner.namespace, ending.job))  # deleted by hand meanwhile: no mark to wait for
 
 
 def _observe(owner: render.Owner, ending: Ending) -> None:

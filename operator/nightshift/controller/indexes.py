@@ -1,9 +1,9 @@
 """The operator's view of the cluster, read by observe and the gate: O(1) lookups in memory, so no
 handler lists objects from the API.
 
-BackgroundJobs, Jobs, pods and CronJobs, which there are tens of thousands of, come from the plain
-informers (controller/informer.py), which keep only slim projections. Queues, run requests and stop
-ConfigMaps come from kopf's indexes (kopf fills them before any handler runs). The view is ready
+BackgroundJobs, Jobs, pods, CronJobs and run requests, which there are tens of thousands of (or
+hundreds at once), come from the plain informers (controller/informer.py), which keep only slim
+projections. Queues and stop ConfigMaps come from kopf's indexes (kopf fills them before any handler runs). The view is ready
 once kopf has bound its indexes and every informer has listed. Parsed specs are cached per (uid,
 generation).
 """
@@ -98,7 +98,7 @@ class Indexes:
         self.stops: kopf.Index[str, str] | None = None
         self.admitted: MultiIndex[Key, dt.datetime] | None = None
         self.cronjobs: MultiIndex[Key, CronJobSeen] | None = None
-        self.requests: kopf.Index[Key, RequestSeen] | None = None
+        self.requests: MultiIndex[Key, RequestSeen] | None = None
         self._specs: dict[tuple[str, int], BackgroundJobSpec | None] = {}
         self.informers: list[Informer] = []
         self.kopf_bound = False
@@ -119,17 +119,17 @@ class Indexes:
             return
         self.queues = kwargs["queue_index"]
         self.stops = kwargs["stop_index"]
-        self.requests = kwargs["request_index"]
         self.kopf_bound = True
 
-    def attach(self, bgjs: Informer, jobs: Informer, pods: Informer, cronjobs: Informer) -> None:
+    def attach(self, bgjs: Informer, jobs: Informer, pods: Informer, cronjobs: Informer, requests: Informer) -> None:
         """The informers' indexes (see handlers.informers for what each files where)."""
         self.bgjs, self.downstream = bgjs.indexes["bgj"], bgjs.indexes["downstream"]
         self.jobs, self.waiting = jobs.indexes["job"], jobs.indexes["waiting"]
         self.active, self.admitted = jobs.indexes["active"], jobs.indexes["admitted"]
         self.pods = pods.indexes["pod"]
         self.cronjobs = cronjobs.indexes["cronjob"]
-        self.informers = [bgjs, jobs, pods, cronjobs]
+        self.requests = requests.indexes["request"]
+        self.informers = [bgjs, jobs, pods, cronjobs, requests]
 
     # -- BackgroundJobs ---------------------------------------------------------------------------
     def bgj(self, ns: str, name: str) -> BgjSeen | None:

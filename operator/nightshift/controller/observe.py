@@ -41,9 +41,7 @@ def observe(rt: Runtime, key: Key) -> Observed | None:
         for up in spec.run_after:
             upstream[up] = (ix.spec(ns, up), ix.runs(ns, up))
     runs = ix.runs(ns, name)
-    counting = frozenset(
-        r.last.name for r in runs if not r.last.counted and rt.expectations.pending(("counted", ns, r.last.name))
-    )
+    counting = frozenset(r.last.name for r in runs if not r.last.counted and (ns, r.last.name) in rt.counted)
     return Observed(
         owner=owner,
         generation=entry.generation,

@@ -164,6 +164,10 @@ class Runtime:
         self.indexes = Indexes()
         self.expectations = Expectations()
         self.status = StatusMemory()
+        # final Jobs whose run this process counted, until the watch shows their mark (or they go):
+        # a pass in between neither counts them again nor waits for the mark to count (no TTL: a
+        # count must never repeat)
+        self.counted: set[tuple[str, str]] = set()
         self.readiness = Readiness()
         self.started = time.time()
 

@@ -4,10 +4,11 @@ Counting used to be a diff of `status.lastRun` before and after a pass, so five 
 that ended together counted as one, and a failure next to a newer skip was never counted at all.
 Here every run that reached an end (Succeeded, Failed, Skipped, Cancelled) and whose final Job does
 not carry the `nightshift.dev/counted` mark yields one `Ending`: one metric observation, one event
-and its history rows. The controller writes the mark on the Job after posting the event (whose name
-is deterministic, so a repeat is refused by the API server) and queueing the history rows (an
-idempotent upsert), and only then counts the metric: a restart finds the mark and counts nothing
-twice; a crash before the mark repeats only idempotent writes.
+and its history rows. The controller counts the metric (once per process) and posts the event
+(whose name is deterministic, so a repeat is refused by the API server) before the status shows
+the end, and writes the mark beside the status once the history rows are queued (an idempotent
+upsert): a restart finds the mark and counts nothing twice; a crash before the mark repeats only
+writes that are refused or idempotent, and the new process's metrics start from zero.
 """
 
 from __future__ import annotations

@@ -78,8 +78,8 @@ class Observed:
     problem: Problem | None  # from core.validate: schedule, built-ins, params, dependencies, cycles
     now: dt.datetime
     settings: Settings
-    # Jobs whose ledger mark this operator wrote and the watch has not brought back yet: counted,
-    # so a pass in that gap does not count their runs a second time (the expectations store)
+    # final Jobs whose run this process counted and whose mark the watch has not shown yet: a pass
+    # in that gap must not count them a second time
     counting: frozenset[str] = frozenset()
 
 
