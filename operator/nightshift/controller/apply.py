@@ -192,6 +192,9 @@ async def _mark(rt: Runtime, owner: render.Owner, ending: Ending) -> None:
         if not e.not_found:
             raise  # the next pass writes it again; `rt.counted` keeps the metric from counting twice
         rt.counted.discard((owner.namespace, ending.job))  # deleted by hand meanwhile: no mark to wait for
+        return
+    # written: until the watch shows it, passes leave this end alone (observe.marks_in_flight)
+    rt.expectations.expect(("marked", owner.namespace, ending.job), ending.result)
 
 
 def _observe(owner: render.Owner, ending: Ending) -> None:

@@ -6,6 +6,7 @@ the echo check): no API call, so a pass costs the same however many objects the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -14,7 +15,7 @@ from nightshift.api.models import BackgroundJobSpec
 from nightshift.controller.runtime import Key, Runtime
 from nightshift.core import render, validate
 from nightshift.core.plan import Observed, Problem
-from nightshift.core.runs import parse_time
+from nightshift.core.runs import Run, parse_time
 
 
 def observe(rt: Runtime, key: Key) -> Observed | None:
@@ -41,7 +42,7 @@ def observe(rt: Runtime, key: Key) -> Observed | None:
         for up in spec.run_after:
             upstream[up] = (ix.spec(ns, up), ix.runs(ns, up))
     runs = ix.runs(ns, name)
-    counting = frozenset(r.last.name for r in runs if not r.last.counted and (ns, r.last.name) in rt.counted)
+    counting = marks_in_flight(rt, ns, runs)
     return Observed(
         owner=owner,
         generation=entry.generation,
@@ -58,4 +59,13 @@ def observe(rt: Runtime, key: Key) -> Observed | None:
         now=rt.clock(),
         settings=rt.settings,
         counting=counting,
+    )
+
+
+def marks_in_flight(rt: Runtime, ns: str, runs: Sequence[Run]) -> frozenset[str]:
+    """Final Jobs whose ledger mark this process wrote and the watch has not shown yet: their runs
+    are counted, so a pass in that gap writes their event and mark no second time. A mark that
+    failed is not here: the next pass writes it again (and `rt.counted` keeps the metric once)."""
+    return frozenset(
+        r.last.name for r in runs if not r.last.counted and rt.expectations.pending(("marked", ns, r.last.name))
     )

@@ -78,8 +78,8 @@ class Observed:
     problem: Problem | None  # from core.validate: schedule, built-ins, params, dependencies, cycles
     now: dt.datetime
     settings: Settings
-    # final Jobs whose run this process counted and whose mark the watch has not shown yet: a pass
-    # in that gap must not count them a second time
+    # final Jobs whose ledger mark this process wrote and the watch has not shown yet: counted, so
+    # a pass in that gap does not count their runs a second time (controller.observe.marks_in_flight)
     counting: frozenset[str] = frozenset()
 
 
