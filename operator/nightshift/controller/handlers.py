@@ -395,8 +395,8 @@ def informers(rt: Runtime, rec: Reconciler) -> tuple[Informer, Informer, Informe
         kind: str, key: tuple[str, str], old: tuple[str, RequestSeen] | None, new: tuple[str, RequestSeen] | None
     ) -> None:
         """Also for a job that does not exist: the request is told so (BackgroundJobNotFound)."""
-        for seen in {old[0] if old else None, new[0] if new else None} - {None}:
-            rec.enqueue((key[0], seen))
+        for job in {entry[0] for entry in (old, new) if entry is not None}:  # a request renamed its job: both
+            rec.enqueue((key[0], job))
 
     requests = Informer(
         rt.kube,
