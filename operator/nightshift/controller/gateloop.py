@@ -4,7 +4,9 @@ Woken by events, and at the earliest time a decision asked for (`Wait.until`: a 
 rate limit's window, a dependency timeout); the settings' interval is only a safety net. It reads the
 waiting and active indexes, so a pass costs O(waiting runs), not O(all Jobs). An admission is an
 expectation until the watch shows the Job no longer waiting, so a lagging index never admits twice.
-Skips and cancellations are written as the Job's outcome; the ledger counts them, once.
+Skips and cancellations are written as the Job's outcome; the ledger counts them, once. A pass
+waits only on those decisions; the notes that describe the present (why a run waits, a queue's
+counts) are latest-wins writes off the pass (controller/latest.py).
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ class Gate:
         # gate's own (50 a second) held the next admission back by seconds
         notes = asyncio.create_task(self.notes.run())
         gate_lane()  # from here, this task's requests (its decisions) use the gate's own bucket
-        await rt.indexes.wait_bound()
         try:
+            await rt.indexes.wait_bound()
             await self._loop()
         finally:
             notes.cancel()
