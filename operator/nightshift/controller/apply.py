@@ -170,7 +170,7 @@ async def _announce(rt: Runtime, owner: render.Owner, ending: Ending) -> None:
     a crash before the mark counts the run in its own metrics and posts the event again (refused)."""
     ns = owner.namespace
     if (ns, ending.job) not in rt.counted:
-        rt.counted.add((ns, ending.job))
+        rt.counted[(ns, ending.job)] = False  # counted; its mark not yet written
         _observe(owner, ending)
     type_, reason, message = ending.event
     await rt.events.post(owner, type_, reason, message, key=f"end/{ending.run.id}")
@@ -191,10 +191,10 @@ async def _mark(rt: Runtime, owner: render.Owner, ending: Ending) -> None:
     except ApiError as e:
         if not e.not_found:
             raise  # the next pass writes it again; `rt.counted` keeps the metric from counting twice
-        rt.counted.discard((owner.namespace, ending.job))  # deleted by hand meanwhile: no mark to wait for
+        rt.counted.pop((owner.namespace, ending.job), None)  # deleted by hand meanwhile: no mark to wait for
         return
     # written: until the watch shows it, passes leave this end alone (observe.marks_in_flight)
-    rt.expectations.expect(("marked", owner.namespace, ending.job), ending.result)
+    rt.counted[(owner.namespace, ending.job)] = True
 
 
 def _observe(owner: render.Owner, ending: Ending) -> None:

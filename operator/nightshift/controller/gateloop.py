@@ -143,8 +143,7 @@ class Gate:
     def _note(self, view: AttemptView, text: str, reason: str) -> None:
         """Queue a waiting run's note unless it carries it, or it was sent and the watch is behind."""
         key = (view.namespace, view.name)
-        shown = view.gate
-        sent = self.noted.get(key, shown)
+        sent = self.noted.get(key, view.gate)
         if view.gate == text:
             self.noted[key] = text
             return

@@ -268,13 +268,11 @@ def informers(rt: Runtime, rec: Reconciler) -> tuple[Informer, Informer, Informe
         if kind == "DELETED":
             rt.expectations.observed(("delete", ns, name))
             rt.expectations.observed(("admit", ns, name))
-            rt.expectations.observed(("marked", ns, name))
-            rt.counted.discard(key)
+            rt.counted.pop(key, None)
         elif new is None or not new.waiting:
             rt.expectations.observed(("admit", ns, name))
             if new is not None and new.counted:  # the mark is seen: the index says counted from here
-                rt.expectations.observed(("marked", ns, name))
-                rt.counted.discard(key)
+                rt.counted.pop(key, None)
         view = new or old
         if view is not None:
             if kind == "ADDED" or (new is not None and not end_read(new, None)):

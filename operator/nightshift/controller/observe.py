@@ -66,6 +66,4 @@ def marks_in_flight(rt: Runtime, ns: str, runs: Sequence[Run]) -> frozenset[str]
     """Final Jobs whose ledger mark this process wrote and the watch has not shown yet: their runs
     are counted, so a pass in that gap writes their event and mark no second time. A mark that
     failed is not here: the next pass writes it again (and `rt.counted` keeps the metric once)."""
-    return frozenset(
-        r.last.name for r in runs if not r.last.counted and rt.expectations.pending(("marked", ns, r.last.name))
-    )
+    return frozenset(r.last.name for r in runs if not r.last.counted and rt.counted.get((ns, r.last.name)))

@@ -167,7 +167,9 @@ class Runtime:
         # final Jobs whose run this process counted, until the watch shows their mark (or they go):
         # a pass in between neither counts them again nor waits for the mark to count (no TTL: a
         # count must never repeat)
-        self.counted: set[tuple[str, str]] = set()
+        # (True once its mark is written: a pass then leaves the end alone; False while the mark is
+        # still to write, so the next pass writes it without counting again)
+        self.counted: dict[tuple[str, str], bool] = {}
         self.readiness = Readiness()
         self.started = time.time()
 
